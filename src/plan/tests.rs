@@ -1,0 +1,211 @@
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+use super::*;
+
+fn compile(json: &str) -> Result<Plan, String> {
+    Plan::compile(json.as_bytes()).map_err(|e| e.to_string())
+}
+
+fn route_with_calls(calls: &str) -> String {
+    format!(r#"{{"routes":[{{"name":"page","match":{{"path":"/p/{{id}}"}},"calls":[{calls}]}}]}}"#)
+}
+
+const PRODUCT: &str =
+    r#"{"name":"product","cluster":"catalog","path":"/products/{path.id}","required":true}"#;
+
+fn no_headers(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn spec_example_compiles() {
+    let plan = compile(
+        r#"{
+      "defaults": {"timeout_ms": 1000, "deadline_ms": 3000, "max_body_bytes": 1048576,
+                   "forward_headers": ["x-request-id", "traceparent", "tracestate"]},
+      "routes": [{
+        "name": "product-page",
+        "match": {"path": "/api/products/{id}", "methods": ["GET"]},
+        "deadline_ms": 300,
+        "calls": [
+          {"name": "product", "cluster": "catalog", "path": "/products/{path.id}", "required": true},
+          {"name": "inventory", "cluster": "inventory", "path": "/stock/{path.id}", "timeout_ms": 100},
+          {"name": "pricing", "cluster": "pricing", "path": "/prices/{path.id}?currency={query.currency|EUR}"},
+          {"name": "reviews", "cluster": "reviews", "path": "/reviews?product={path.id}",
+           "timeout_ms": 150, "fallback": {"items": [], "average": null}}
+        ]}]}"#,
+    )
+    .unwrap();
+    let route = &plan.routes[0];
+    assert_eq!(route.deadline_ms, 300);
+    assert_eq!(route.order, [0, 1, 2, 3]);
+    assert_eq!(route.query_params, ["currency"]);
+    assert_eq!(route.headers, ["x-request-id", "traceparent", "tracestate"]);
+    assert_eq!(route.calls[1].timeout_ms, 100);
+    assert_eq!(route.calls[0].timeout_ms, 1000);
+    assert_eq!(route.calls[0].authority, "catalog");
+    assert_eq!(
+        route.calls[3].fallback.as_ref().unwrap().json,
+        br#"{"average":null,"items":[]}"#
+    );
+    assert_eq!(route.meta_key.as_deref(), Some("\"_meta\""));
+}
+
+#[test]
+fn first_matching_route_wins_and_methods_and_headers_count() {
+    let plan = compile(
+        r#"{"routes":[
+        {"name":"mobile","match":{"path":"/home","headers":{"X-Client":"mobile"}},"calls":[{"name":"a","cluster":"c","path":"/m"}]},
+        {"name":"web","match":{"path":"/home","methods":["get","POST"]},"calls":[{"name":"a","cluster":"c","path":"/w"}]}
+    ]}"#,
+    )
+    .unwrap();
+    let find = |method: &str, client: Option<&str>| {
+        let mut header = |name: &str| {
+            (name == "x-client")
+                .then(|| client.map(str::to_string))
+                .flatten()
+        };
+        plan.find(method, "/home?x=1", &mut header)
+            .map(|m| m.route.name.clone())
+    };
+    assert_eq!(find("GET", Some("mobile")).as_deref(), Some("mobile"));
+    assert_eq!(find("GET", Some("web")).as_deref(), Some("web"));
+    assert_eq!(find("POST", None).as_deref(), Some("web"));
+    assert_eq!(find("DELETE", None), None);
+    assert!(plan.find("GET", "/other", &mut no_headers).is_none());
+}
+
+#[test]
+fn dependencies_from_templates_and_after_are_ordered() {
+    let plan = compile(&route_with_calls(
+        r#"{"name":"reviews","cluster":"r","path":"/r?seller={calls.product.seller.id}"},
+           {"name":"audit","cluster":"a","path":"/a","after":["reviews"]},
+           {"name":"product","cluster":"catalog","path":"/products/{path.id}"}"#,
+    ))
+    .unwrap();
+    let route = &plan.routes[0];
+    assert_eq!(route.calls[0].dependencies, [2]);
+    assert_eq!(route.calls[1].dependencies, [0]);
+    assert_eq!(route.order, [2, 0, 1]);
+    assert!(route.calls[2].body_needed);
+    assert!(!route.calls[0].body_needed);
+}
+
+#[test]
+fn forward_headers_merge_and_credentials_need_the_call_to_ask() {
+    let plan = compile(&route_with_calls(
+        r#"{"name":"a","cluster":"c","path":"/a","forward_headers":["Authorization","x-tenant"],"headers":{"x-request-id":"fixed"}}"#,
+    ))
+    .unwrap();
+    let names: Vec<&str> = plan.routes[0].calls[0]
+        .forward
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["traceparent", "tracestate", "authorization", "x-tenant"]
+    );
+
+    let e = compile(r#"{"defaults":{"forward_headers":["cookie"]},"routes":[{"name":"r","match":{"path":"/"},"calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#).unwrap_err();
+    assert!(
+        e.contains(r#"key "defaults.forward_headers": "cookie" is a credential"#),
+        "{e}"
+    );
+}
+
+#[test]
+fn inheritance_goes_defaults_then_route_then_call() {
+    let plan = compile(r#"{"defaults":{"timeout_ms":700,"max_body_bytes":10,"expose_errors":true},"routes":[{"name":"r","match":{"path":"/"},"timeout_ms":600,"calls":[
+        {"name":"a","cluster":"c","path":"/"},{"name":"b","cluster":"c","path":"/","timeout_ms":50,"max_body_bytes":20}]}]}"#).unwrap();
+    let route = &plan.routes[0];
+    assert!(route.expose_errors);
+    assert_eq!(route.deadline_ms, 3000);
+    assert_eq!(
+        (route.calls[0].timeout_ms, route.calls[0].max_body_bytes),
+        (600, 10)
+    );
+    assert_eq!(
+        (route.calls[1].timeout_ms, route.calls[1].max_body_bytes),
+        (50, 20)
+    );
+}
+
+#[test]
+fn invalid_configurations_name_route_call_and_key() {
+    let cases: &[(&str, &str)] = &[
+        (
+            &route_with_calls(r#"{"name":"Bad Name","cluster":"c","path":"/"}"#),
+            r#"route "page" call "Bad Name" key "name": "Bad Name" is not a valid name"#,
+        ),
+        (
+            &route_with_calls(&format!("{PRODUCT},{PRODUCT}")),
+            r#"route "page" call "product" key "name": another call of this route has the same name"#,
+        ),
+        (
+            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/","after":["ghost"]}"#),
+            r#"route "page" call "a" key "after": the route has no call named "ghost""#,
+        ),
+        (
+            &route_with_calls(
+                r#"{"name":"a","cluster":"c","path":"/{calls.b.x}"},{"name":"b","cluster":"c","path":"/{calls.a.y}"}"#,
+            ),
+            r#"route "page" key "calls": dependency cycle: a -> b -> a"#,
+        ),
+        (
+            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/{path.nope}"}"#),
+            r#"route "page" call "a" key "path": placeholder "{path.nope}": match.path has no such capture"#,
+        ),
+        (
+            &route_with_calls(r#"{"name":"a","cluster":"c","path":"x"}"#),
+            r#"route "page" call "a" key "path": must start with "/""#,
+        ),
+        (
+            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/","timeout_ms":0}"#),
+            r#"route "page" call "a" key "timeout_ms": must be between 1"#,
+        ),
+        (
+            &route_with_calls(
+                r#"{"name":"a","cluster":"c","path":"/","required":true,"fallback":1}"#,
+            ),
+            r#"route "page" call "a" key "fallback": a required call never uses a fallback"#,
+        ),
+        (
+            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/","headers":{"host":"x"}}"#),
+            r#"route "page" call "a" key "headers.host": header "host" is managed by Envoy"#,
+        ),
+        (
+            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/","method":"G T"}"#),
+            r#"route "page" call "a" key "method": "G T" is not an HTTP method"#,
+        ),
+        (
+            &route_with_calls(r#"{"name":"_meta","cluster":"c","path":"/"}"#),
+            r#"route "page" call "_meta" key "name": clashes with the completeness object's key"#,
+        ),
+        (
+            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/","after":["a"]}"#),
+            r#"route "page" call "a" key "after": a call cannot read its own response"#,
+        ),
+        (
+            &route_with_calls(""),
+            r#"route "page" key "calls": must list at least one call"#,
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"path":"/a/{x}/{x}"},"calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#,
+            r#"route "r" key "match.path": capture "x" appears twice"#,
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[{"name":"a","cluster":"c","path":"/"}]},{"name":"r","match":{"path":"/"},"calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#,
+            r#"route "r" key "name": another route has the same name"#,
+        ),
+        (
+            r#"{"routes":[]}"#,
+            r#"key "routes": must name at least one route"#,
+        ),
+    ];
+    for (json, expected) in cases {
+        let e = compile(json).unwrap_err();
+        assert!(e.starts_with(expected), "\n got: {e}\nwant: {expected}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+}

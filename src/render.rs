@@ -1,0 +1,411 @@
+//! The answer to the client (SPEC §4): the aggregated body, spliced from the calls' validated
+//! bytes without re-serialising them; the error body of a failed required call; and the
+//! `x-aggregation-complete`, `server-timing` and `cache-control` headers.
+
+use crate::outcome::{Failure, Success};
+use std::fmt::Write as _;
+
+/// A local reply for the host to send, exactly once per request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the renderer needs to know about one call of the route, in configuration order.
+#[derive(Debug)]
+pub struct CallView<'a> {
+    pub name: &'a str,
+    /// `None` while the call has not finished.
+    pub outcome: Option<Result<&'a Success, &'a Failure>>,
+    pub fallback: Option<&'a [u8]>,
+    /// Time from dispatch to answer; `None` if it was never dispatched.
+    pub duration_us: Option<u64>,
+}
+
+impl CallView<'_> {
+    fn failure(&self) -> Option<&Failure> {
+        match self.outcome {
+            Some(Err(failure)) => Some(failure),
+            _ => None,
+        }
+    }
+}
+
+/// Settings of the route that shape the answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape<'a> {
+    /// The completeness object's key, JSON-encoded with quotes; `None` omits it.
+    pub meta_key: Option<&'a str>,
+    pub expose_errors: bool,
+}
+
+/// 200 with `{call: body, ..., _meta}` in configuration order (the `nested` layout).
+pub fn aggregate(calls: &[CallView<'_>], shape: Shape<'_>) -> Response {
+    let complete = calls.iter().all(|c| matches!(c.outcome, Some(Ok(_))));
+    let estimate: usize = calls
+        .iter()
+        .map(|c| match c.outcome {
+            Some(Ok(success)) => success.json.len() + c.name.len() + 4,
+            _ => 64,
+        })
+        .sum();
+    let mut body = Vec::with_capacity(estimate + 64);
+    body.push(b'{');
+    let mut first = true;
+    for call in calls {
+        let json = match (call.outcome, call.fallback) {
+            (Some(Ok(success)), _) => success.json.as_slice(),
+            (Some(Err(_)), Some(fallback)) => fallback,
+            _ => continue,
+        };
+        if !first {
+            body.push(b',');
+        }
+        first = false;
+        push_key(&mut body, call.name);
+        body.extend_from_slice(json);
+    }
+    if let Some(meta_key) = shape.meta_key {
+        if !first {
+            body.push(b',');
+        }
+        body.extend_from_slice(meta_key.as_bytes());
+        body.push(b':');
+        write_meta(&mut body, calls, complete, shape.expose_errors);
+    }
+    body.push(b'}');
+    Response {
+        status: 200,
+        headers: headers(calls, complete),
+        body,
+    }
+}
+
+/// The answer when a required call failed: its status by the policy of SPEC §4, the upstream's
+/// JSON body for a 4xx, otherwise `{"error": {...}}`.
+pub fn required_failure(
+    calls: &[CallView<'_>],
+    call: &str,
+    failure: &Failure,
+    shape: Shape<'_>,
+) -> Response {
+    let status = failure.client_status();
+    let body = match &failure.json_body {
+        Some(upstream) if (400..500).contains(&status) => upstream.clone(),
+        _ => {
+            let mut body = Vec::with_capacity(128);
+            body.extend_from_slice(br#"{"error":{"code":"required_call_failed","call":"#);
+            push_string(&mut body, call);
+            body.push(b',');
+            write_failure_fields(&mut body, failure, shape.expose_errors);
+            body.extend_from_slice(b"}}");
+            body
+        }
+    };
+    Response {
+        status,
+        headers: headers(calls, false),
+        body,
+    }
+}
+
+fn headers(calls: &[CallView<'_>], complete: bool) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("content-type", "application/json".to_string()),
+        ("x-aggregation-complete", complete.to_string()),
+        ("server-timing", server_timing(calls)),
+    ];
+    if !complete {
+        headers.push(("cache-control", "no-store".to_string()));
+    }
+    headers
+}
+
+/// `name;dur=12.3` per finished call; a failed one adds `;desc="reason"`.
+pub fn server_timing(calls: &[CallView<'_>]) -> String {
+    let mut out = String::new();
+    for call in calls.iter().filter(|c| c.outcome.is_some()) {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(call.name);
+        if let Some(us) = call.duration_us {
+            let _ = write!(out, ";dur={:.1}", us as f64 / 1000.0);
+        }
+        if let Some(failure) = call.failure() {
+            let _ = write!(out, ";desc=\"{}\"", failure.reason.as_str());
+        }
+    }
+    out
+}
+
+fn write_meta(body: &mut Vec<u8>, calls: &[CallView<'_>], complete: bool, expose: bool) {
+    body.extend_from_slice(if complete {
+        br#"{"complete":true"#
+    } else {
+        br#"{"complete":false"#
+    });
+    let failed: Vec<(&str, &Failure)> = calls
+        .iter()
+        .filter_map(|c| c.failure().map(|f| (c.name, f)))
+        .collect();
+    if !failed.is_empty() {
+        body.extend_from_slice(br#","errors":{"#);
+        for (i, (name, failure)) in failed.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            push_key(body, name);
+            body.push(b'{');
+            write_failure_fields(body, failure, expose);
+            body.push(b'}');
+        }
+        body.push(b'}');
+    }
+    let fell_back: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.failure().is_some() && c.fallback.is_some())
+        .map(|c| c.name)
+        .collect();
+    if !fell_back.is_empty() {
+        body.extend_from_slice(br#","fallback":["#);
+        for (i, name) in fell_back.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            push_string(body, name);
+        }
+        body.push(b']');
+    }
+    body.push(b'}');
+}
+
+/// `"reason":"status","status":503,...` — what a client may know about a failure.
+fn write_failure_fields(body: &mut Vec<u8>, failure: &Failure, expose: bool) {
+    body.extend_from_slice(br#""reason":"#);
+    push_string(body, failure.reason.as_str());
+    if let Some(status) = failure.status {
+        body.extend_from_slice(format!(r#","status":{status}"#).as_bytes());
+    }
+    if let Some(input) = &failure.input {
+        body.extend_from_slice(br#","input":"#);
+        push_string(body, input);
+    }
+    if let Some(dependency) = &failure.dependency {
+        body.extend_from_slice(br#","dependency":"#);
+        push_string(body, dependency);
+    }
+    if let (true, Some(detail)) = (expose, &failure.detail) {
+        body.extend_from_slice(br#","detail":"#);
+        push_string(body, detail);
+    }
+}
+
+fn push_key(body: &mut Vec<u8>, name: &str) {
+    push_string(body, name);
+    body.push(b':');
+}
+
+fn push_string(body: &mut Vec<u8>, text: &str) {
+    // Writing a str into a Vec cannot fail; fall back to an empty string regardless.
+    if serde_json::to_writer(&mut *body, text).is_err() {
+        body.extend_from_slice(b"\"\"");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::outcome::Reason;
+    use serde_json::{json, Value};
+
+    fn ok(json: &str) -> Success {
+        Success {
+            json: json.as_bytes().to_vec(),
+            value: None,
+        }
+    }
+
+    const SHAPE: Shape<'static> = Shape {
+        meta_key: Some("\"_meta\""),
+        expose_errors: false,
+    };
+
+    fn parse(response: &Response) -> Value {
+        serde_json::from_slice(&response.body).unwrap()
+    }
+
+    #[test]
+    fn complete_answer_splices_bodies_in_configuration_order() {
+        let (a, b) = (ok(r#"{"id": 1}"#), ok("[1,2]"));
+        let calls = [
+            CallView {
+                name: "product",
+                outcome: Some(Ok(&a)),
+                fallback: None,
+                duration_us: Some(12_340),
+            },
+            CallView {
+                name: "stock",
+                outcome: Some(Ok(&b)),
+                fallback: None,
+                duration_us: Some(800),
+            },
+        ];
+        let response = aggregate(&calls, SHAPE);
+        assert_eq!(response.status, 200);
+        assert_eq!(
+            std::str::from_utf8(&response.body).unwrap(),
+            r#"{"product":{"id": 1},"stock":[1,2],"_meta":{"complete":true}}"#
+        );
+        assert_eq!(response.header("x-aggregation-complete"), Some("true"));
+        assert_eq!(
+            response.header("server-timing"),
+            Some("product;dur=12.3, stock;dur=0.8")
+        );
+        assert_eq!(response.header("cache-control"), None);
+    }
+
+    #[test]
+    fn partial_answer_reports_errors_and_fallbacks() {
+        let a = ok("1");
+        let mut status = Failure::new(Reason::Status).with_detail("HTTP 503: boom at 10.0.0.1");
+        status.status = Some(503);
+        let timeout = Failure::new(Reason::Timeout);
+        let mut missing = Failure::new(Reason::MissingInput);
+        missing.input = Some("query.q".into());
+        let calls = [
+            CallView {
+                name: "a",
+                outcome: Some(Ok(&a)),
+                fallback: None,
+                duration_us: Some(1000),
+            },
+            CallView {
+                name: "b",
+                outcome: Some(Err(&status)),
+                fallback: None,
+                duration_us: Some(2000),
+            },
+            CallView {
+                name: "c",
+                outcome: Some(Err(&timeout)),
+                fallback: Some(b"[]"),
+                duration_us: Some(3000),
+            },
+            CallView {
+                name: "d",
+                outcome: Some(Err(&missing)),
+                fallback: None,
+                duration_us: None,
+            },
+        ];
+        let response = aggregate(&calls, SHAPE);
+        assert_eq!(
+            parse(&response),
+            json!({"a": 1, "c": [], "_meta": {"complete": false,
+                "errors": {"b": {"reason": "status", "status": 503}, "c": {"reason": "timeout"},
+                           "d": {"reason": "missing_input", "input": "query.q"}},
+                "fallback": ["c"]}})
+        );
+        assert!(!String::from_utf8_lossy(&response.body).contains("10.0.0.1"));
+        assert_eq!(response.header("x-aggregation-complete"), Some("false"));
+        assert_eq!(response.header("cache-control"), Some("no-store"));
+        assert_eq!(
+            response.header("server-timing"),
+            Some(
+                r#"a;dur=1.0, b;dur=2.0;desc="status", c;dur=3.0;desc="timeout", d;desc="missing_input""#
+            )
+        );
+        let exposed = aggregate(
+            &calls,
+            Shape {
+                expose_errors: true,
+                ..SHAPE
+            },
+        );
+        assert_eq!(
+            parse(&exposed)["_meta"]["errors"]["b"]["detail"],
+            "HTTP 503: boom at 10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn meta_can_be_renamed_or_omitted() {
+        let a = ok("1");
+        let calls = [CallView {
+            name: "a",
+            outcome: Some(Ok(&a)),
+            fallback: None,
+            duration_us: Some(1),
+        }];
+        let renamed = aggregate(
+            &calls,
+            Shape {
+                meta_key: Some("\"status\""),
+                ..SHAPE
+            },
+        );
+        assert_eq!(
+            parse(&renamed),
+            json!({"a": 1, "status": {"complete": true}})
+        );
+        let omitted = aggregate(
+            &calls,
+            Shape {
+                meta_key: None,
+                ..SHAPE
+            },
+        );
+        assert_eq!(omitted.body, br#"{"a":1}"#);
+        let none = aggregate(
+            &[],
+            Shape {
+                meta_key: None,
+                ..SHAPE
+            },
+        );
+        assert_eq!(none.body, b"{}");
+    }
+
+    #[test]
+    fn required_failure_body_and_status() {
+        let mut failure = Failure::new(Reason::Status).with_detail("HTTP 503: internal");
+        failure.status = Some(503);
+        let calls = [CallView {
+            name: "product",
+            outcome: Some(Err(&failure)),
+            fallback: None,
+            duration_us: Some(5),
+        }];
+        let response = required_failure(&calls, "product", &failure, SHAPE);
+        assert_eq!(response.status, 502);
+        assert_eq!(
+            parse(&response),
+            json!({"error": {"code": "required_call_failed", "call": "product", "reason": "status", "status": 503}})
+        );
+        assert_eq!(response.header("cache-control"), Some("no-store"));
+        assert_eq!(response.header("x-aggregation-complete"), Some("false"));
+
+        let mut not_found = Failure::new(Reason::Status);
+        not_found.status = Some(404);
+        not_found.json_body = Some(br#"{"message":"no such product"}"#.to_vec());
+        let response = required_failure(&calls, "product", &not_found, SHAPE);
+        assert_eq!(
+            (response.status, response.body.as_slice()),
+            (404, &br#"{"message":"no such product"}"#[..])
+        );
+    }
+}
