@@ -13,6 +13,12 @@ use crate::render::{self, CallView, Response, Shape};
 use serde_json::Value;
 use std::rc::Rc;
 
+/// A reset this close to a call's timeout is the timeout: Envoy arms its timers from the
+/// event loop's cached clock, so they fire a few milliseconds early by our clock reads.
+fn timeout_slack_us(timeout_ms: u64) -> u64 {
+    (timeout_ms.saturating_mul(1000) / 20).max(10_000)
+}
+
 /// What the host must do next.
 #[derive(Debug, PartialEq)]
 pub enum Action {
@@ -60,6 +66,7 @@ enum State {
     Waiting,
     InFlight {
         since_us: u64,
+        timeout_ms: u64,
     },
     Succeeded {
         success: Success,
@@ -139,14 +146,18 @@ impl Gather {
             | Event::Reset { call }
             | Event::Refused { call, .. } => *call,
         };
-        let Some(State::InFlight { since_us }) = self.states.get(call) else {
+        let Some(&State::InFlight {
+            since_us,
+            timeout_ms,
+        }) = self.states.get(call)
+        else {
             log::debug!(
                 "route {}: ignoring an event for call #{call} not in flight",
                 self.route.name
             );
             return Vec::new();
         };
-        let duration_us = now_us.saturating_sub(*since_us);
+        let duration_us = now_us.saturating_sub(since_us);
         let Some(plan) = self.route.calls.get(call) else {
             return Vec::new();
         };
@@ -165,6 +176,14 @@ impl Gather {
                     .with_detail(format!("HTTP {status} with a body over max_body_bytes"));
                 failure.status = Some(status);
                 Err(failure)
+            }
+            // Envoy resets a call whose timeout fires after the answer's headers arrived.
+            Event::Reset { .. }
+                if duration_us + timeout_slack_us(timeout_ms)
+                    >= timeout_ms.saturating_mul(1000) =>
+            {
+                Err(Failure::new(Reason::Timeout)
+                    .with_detail("no complete answer within the timeout"))
             }
             Event::Reset { .. } => Err(Failure::new(Reason::Connect)
                 .with_detail("connection reset before the answer completed")),
@@ -248,8 +267,12 @@ impl Gather {
                         dispatch.cluster,
                         dispatch.timeout_ms
                     );
+                    let timeout_ms = dispatch.timeout_ms;
                     actions.push(Action::Dispatch(dispatch));
-                    State::InFlight { since_us: now_us }
+                    State::InFlight {
+                        since_us: now_us,
+                        timeout_ms,
+                    }
                 }
                 Err(failure) => State::Failed {
                     failure,

@@ -92,6 +92,11 @@ pub struct Success {
     pub value: Option<Value>,
 }
 
+/// Deepest nesting accepted in an upstream body: what serde_json parses (its limit is 128
+/// levels, exclusive), so the spliced and the parsed paths agree, and clients never receive
+/// JSON too deep for common parsers.
+pub const MAX_JSON_DEPTH: usize = 127;
+
 /// How much of an upstream body `expose_errors` shows.
 const DETAIL_LIMIT: usize = 1024;
 
@@ -143,6 +148,10 @@ fn accept_body(body: Vec<u8>, format: Format, parse: bool) -> Result<Success, Fa
             Err(e) => Err(invalid_body(&e)),
         },
         Format::Json => match serde_json::from_slice::<IgnoredAny>(&body) {
+            Ok(_) if nesting_exceeds(&body, MAX_JSON_DEPTH) => {
+                Err(Failure::new(Reason::InvalidBody)
+                    .with_detail(format!("body nests deeper than {MAX_JSON_DEPTH} levels")))
+            }
             Ok(_) => Ok(Success {
                 json: body,
                 value: None,
@@ -161,6 +170,34 @@ fn accept_body(body: Vec<u8>, format: Format, parse: bool) -> Result<Success, Fa
             })
         }
     }
+}
+
+/// Whether valid JSON nests arrays/objects deeper than `limit` (one pass, no allocation).
+fn nesting_exceeds(json: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn invalid_body(error: &serde_json::Error) -> Failure {
@@ -199,13 +236,29 @@ mod tests {
             judge(200, "{} trailing").unwrap_err().reason,
             Reason::InvalidBody
         );
-        // Deep nesting is valid JSON: spliced as is, but refused (not overflowed) when parsed.
-        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
-        assert!(judge(200, &deep).is_ok());
-        let parsed = judge_answer(200, deep.into_bytes(), Format::Json, true);
-        assert_eq!(
-            parsed.map_err(|f| f.reason).err(),
-            Some(Reason::InvalidBody)
+    }
+
+    #[test]
+    fn nesting_is_limited_the_same_way_whether_spliced_or_parsed() {
+        let nested = |depth: usize| "[".repeat(depth) + &"]".repeat(depth);
+        for parse in [false, true] {
+            let judge = |body: String| judge_answer(200, body.into_bytes(), Format::Json, parse);
+            assert!(judge(nested(MAX_JSON_DEPTH)).is_ok());
+            assert_eq!(
+                judge(nested(MAX_JSON_DEPTH + 1))
+                    .map_err(|f| f.reason)
+                    .err(),
+                Some(Reason::InvalidBody)
+            );
+            assert_eq!(
+                judge(nested(100_000)).map_err(|f| f.reason).err(),
+                Some(Reason::InvalidBody)
+            );
+        }
+        let tricky = format!(r#"{{"s":"{}\"[[[","a":[1]}}"#, "[".repeat(500));
+        assert!(
+            judge_answer(200, tricky.into_bytes(), Format::Json, false).is_ok(),
+            "brackets in strings do not count"
         );
     }
 

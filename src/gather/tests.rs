@@ -327,3 +327,17 @@ fn events_for_unknown_calls_are_ignored() {
     assert!(gather.on_event(answer(7, "1"), MS).is_empty());
     assert!(!gather.is_answered());
 }
+
+#[test]
+fn a_reset_at_the_timeout_is_a_timeout() {
+    let route = page(
+        r#"{"name":"a","cluster":"c","path":"/a","timeout_ms":100},{"name":"b","cluster":"c","path":"/b"}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    gather.on_event(Event::Reset { call: 0 }, 95 * MS);
+    let r = response(gather.on_event(Event::Reset { call: 1 }, 120 * MS));
+    assert_eq!(
+        body(&r)["_meta"]["errors"],
+        json!({"a": {"reason": "timeout"}, "b": {"reason": "connect"}})
+    );
+}
