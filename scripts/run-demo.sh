@@ -153,8 +153,8 @@ if ((SELFTEST)); then
             $ctype == application/json* ]]; then
             say "PASS  $label: GET $path -> $status, x-aggregation-complete: ${complete:-(none)}"
         else
-            say "FAIL  $label: GET $path -> status '${status}', x-aggregation-complete '${complete}', content-type '${ctype}'" \
-                "      (want $want_status, $want_complete, application/json)"
+            say "FAIL  $label: GET $path -> status '${status}', x-aggregation-complete '${complete}', content-type '${ctype}'"
+            say "      (want $want_status, x-aggregation-complete $want_complete, application/json)"
             say "      response: $(head -c 600 <<<"$response" | tr '\n' ' ')"
             failures=$((failures + 1))
         fi

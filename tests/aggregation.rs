@@ -255,3 +255,24 @@ fn many_concurrent_aggregations_each_get_their_own_data() {
     assert_eq!(d.hit_count(), 240);
     envoy.assert_no_vm_failures();
 }
+
+#[test]
+fn clients_that_leave_mid_aggregation_do_not_disturb_later_requests() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let slow = Upstream::json_delayed(r#"{"late":1}"#, 300);
+    let config = r#"{"routes":[{"name":"r","match":{"path":"/x"},"calls":[{"name":"a","cluster":"a","path":"/"}]}]}"#;
+    let envoy = Envoy::builder(config).cluster("a", slow.port()).start();
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(("127.0.0.1", envoy.port())).unwrap();
+        stream
+            .write_all(b"GET /x HTTP/1.1\r\nhost: t\r\n\r\n")
+            .unwrap();
+        drop(stream);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let response = envoy.get("/x");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["a"]["late"], 1);
+    envoy.assert_no_vm_failures();
+}

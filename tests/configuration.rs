@@ -1,0 +1,90 @@
+//! Invalid configurations are refused at configure time: Envoy does not start, and its log
+//! names route, call and key in one line (SPEC §2).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    dead_code
+)]
+
+mod common;
+
+use common::*;
+
+fn refused_with(config: &str, expected: &str) {
+    let log = match Envoy::builder(config)
+        .cluster("c", closed_port())
+        .try_start()
+    {
+        Ok(envoy) => panic!(
+            "Envoy started with an invalid configuration:\n{}",
+            envoy.log()
+        ),
+        Err(log) => log,
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("configuration rejected"))
+        .unwrap_or_else(|| panic!("no rejection line in the log:\n{log}"));
+    assert!(
+        line.contains(expected),
+        "log line:\n{line}\nexpected to contain:\n{expected}"
+    );
+    assert!(line.contains("[error][wasm]"), "{line}");
+}
+
+fn route(calls: &str) -> String {
+    format!(r#"{{"routes":[{{"name":"page","match":{{"path":"/p/{{id}}"}},"calls":[{calls}]}}]}}"#)
+}
+
+#[test]
+fn unknown_key_is_named_with_a_suggestion() {
+    refused_with(
+        &route(r#"{"name":"reviews","cluster":"c","path":"/r","timout_ms":100}"#),
+        r#"route "page" call "reviews" key "timout_ms": unknown key (did you mean "timeout_ms"?)"#,
+    );
+}
+
+#[test]
+fn duplicate_and_badly_named_calls() {
+    refused_with(
+        &route(r#"{"name":"a","cluster":"c","path":"/"},{"name":"a","cluster":"c","path":"/"}"#),
+        r#"route "page" call "a" key "name": another call of this route has the same name"#,
+    );
+    refused_with(
+        &route(r#"{"name":"Product","cluster":"c","path":"/"}"#),
+        r#"route "page" call "Product" key "name": "Product" is not a valid name"#,
+    );
+}
+
+#[test]
+fn unknown_references_and_cycles() {
+    refused_with(
+        &route(r#"{"name":"a","cluster":"c","path":"/{calls.ghost.id}"}"#),
+        r#"route "page" call "a" key "path": placeholder "{calls.ghost.id}": the route has no call named "ghost""#,
+    );
+    refused_with(
+        &route(
+            r#"{"name":"a","cluster":"c","path":"/","after":["b"]},{"name":"b","cluster":"c","path":"/{calls.a.x}"}"#,
+        ),
+        r#"route "page" key "calls": dependency cycle: a -> b -> a"#,
+    );
+    refused_with(
+        &route(r#"{"name":"a","cluster":"c","path":"/{path.ident}"}"#),
+        r#"route "page" call "a" key "path": placeholder "{path.ident}": match.path has no such capture"#,
+    );
+}
+
+#[test]
+fn wrong_types_and_values() {
+    refused_with(
+        &route(r#"{"name":"a","cluster":"c","path":"/","required":"yes"}"#),
+        r#"route "page" call "a" key "required": invalid type: string "yes", expected a boolean"#,
+    );
+    refused_with(
+        r#"{"defaults":{"forward_headers":["authorization"]},"routes":[]}"#,
+        r#"key "routes": must name at least one route"#,
+    );
+    refused_with("{not json", "not valid JSON");
+}

@@ -1,0 +1,129 @@
+//! Requests no route matches continue to their Envoy route untouched (SPEC §1).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    dead_code
+)]
+
+mod common;
+
+use common::*;
+
+const CONFIG: &str = r#"{"routes":[
+    {"name":"mobile","match":{"path":"/api/home","headers":{"x-client":"mobile"}},"calls":[{"name":"a","cluster":"svc","path":"/m"}]},
+    {"name":"page","match":{"path":"/api/page/{id}","methods":["GET"]},"calls":[{"name":"a","cluster":"svc","path":"/a/{path.id}"}]}]}"#;
+
+fn backend() -> Upstream {
+    Upstream::start(|r| {
+        Behavior::Reply(
+            Reply::json(
+                201,
+                &format!(
+                    r#"{{"backend":"{} {}","len":{}}}"#,
+                    r.method,
+                    r.path,
+                    r.body.len()
+                ),
+            )
+            .header("x-backend", "yes")
+            .header("set-cookie", "a=1"),
+        )
+    })
+}
+
+#[test]
+fn unmatched_paths_methods_and_headers_reach_the_envoy_route_unchanged() {
+    let svc = Upstream::json(r#"{"aggregated":true}"#);
+    let origin = backend();
+    let envoy = Envoy::builder(CONFIG)
+        .cluster("svc", svc.port())
+        .default_upstream(origin.port())
+        .start();
+
+    let cases: [(&str, &str, Vec<(&str, &str)>); 5] = [
+        ("GET", "/api/other?x=1", vec![]),
+        ("GET", "/api/page/7/extra", vec![]),
+        ("DELETE", "/api/page/7", vec![]),
+        ("GET", "/api/home", vec![("x-client", "web")]),
+        ("GET", "/api/page", vec![]),
+    ];
+    for (method, path, headers) in cases {
+        let response = envoy.request(method, path, &headers, b"");
+        assert_eq!(response.status, 201, "{method} {path}");
+        assert_eq!(response.header("x-backend"), Some("yes"));
+        assert_eq!(response.header("set-cookie"), Some("a=1"));
+        assert_eq!(response.header("x-aggregation-complete"), None);
+        assert_eq!(response.json()["backend"], format!("{method} {path}"));
+    }
+    assert_eq!(
+        svc.hit_count(),
+        0,
+        "no aggregation call for unmatched requests"
+    );
+
+    assert_eq!(
+        envoy
+            .request("GET", "/api/home", &[("x-client", "mobile")], b"")
+            .json()["a"]["aggregated"],
+        true
+    );
+    assert_eq!(
+        envoy.get("/api/page/7/").json()["a"]["aggregated"],
+        true,
+        "trailing slash is not significant"
+    );
+    envoy.assert_no_vm_failures();
+}
+
+#[test]
+fn request_bodies_of_unmatched_requests_stream_through_byte_for_byte() {
+    let svc = Upstream::json("{}");
+    let origin = backend();
+    let envoy = Envoy::builder(CONFIG)
+        .cluster("svc", svc.port())
+        .default_upstream(origin.port())
+        .start();
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let response = envoy.request(
+        "POST",
+        "/upload?x=%2F",
+        &[
+            ("content-type", "application/octet-stream"),
+            ("x-custom", "kept"),
+        ],
+        &body,
+    );
+    assert_eq!(response.status, 201);
+    let hit = &origin.hits()[0];
+    assert_eq!(hit.body, body);
+    assert_eq!(hit.path, "/upload?x=%2F");
+    assert_eq!(hit.header("x-custom"), Some("kept"));
+
+    let chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let response = envoy.request(
+        "PUT",
+        "/chunked",
+        &[("transfer-encoding", "chunked")],
+        chunked,
+    );
+    assert_eq!(response.status, 201);
+    assert_eq!(origin.hits()[1].body, b"hello world");
+}
+
+#[test]
+fn filter_enabled_only_on_chosen_envoy_routes_keeps_other_traffic_out_of_the_vm() {
+    let svc = Upstream::json(r#"{"aggregated":true}"#);
+    let origin = backend();
+    let envoy = Envoy::builder(CONFIG)
+        .cluster("svc", svc.port())
+        .default_upstream(origin.port())
+        .filter_disabled_by_default(&["/api/page/"])
+        .start();
+    assert_eq!(envoy.get("/api/page/3").json()["a"]["aggregated"], true);
+    // /api/home matches a filter route, but its Envoy route does not enable the filter.
+    let response = envoy.request("GET", "/api/home", &[("x-client", "mobile")], b"");
+    assert_eq!(response.status, 201);
+    assert_eq!(svc.hit_count(), 1);
+}
