@@ -42,15 +42,15 @@ fn unmatched_paths_methods_and_headers_reach_the_envoy_route_unchanged() {
         .default_upstream(origin.port())
         .start();
 
-    let cases: [(&str, &str, Vec<(&str, &str)>); 5] = [
-        ("GET", "/api/other?x=1", vec![]),
-        ("GET", "/api/page/7/extra", vec![]),
-        ("DELETE", "/api/page/7", vec![]),
-        ("GET", "/api/home", vec![("x-client", "web")]),
-        ("GET", "/api/page", vec![]),
+    let cases: [(&str, &str, &[(&str, &str)]); 5] = [
+        ("GET", "/api/other?x=1", &[]),
+        ("GET", "/api/page/7/extra", &[]),
+        ("DELETE", "/api/page/7", &[]),
+        ("GET", "/api/home", &[("x-client", "web")]),
+        ("GET", "/api/page", &[]),
     ];
     for (method, path, headers) in cases {
-        let response = envoy.request(method, path, &headers, b"");
+        let response = envoy.request(method, path, headers, b"");
         assert_eq!(response.status, 201, "{method} {path}");
         assert_eq!(response.header("x-backend"), Some("yes"));
         assert_eq!(response.header("set-cookie"), Some("a=1"));
