@@ -144,14 +144,22 @@ if ((SELFTEST)); then
     # check LABEL PATH STATUS COMPLETE: COMPLETE is the expected x-aggregation-complete
     # header ("-": not checked).
     check() {
-        local label=$1 path=$2 want_status=$3 want_complete=$4 response status complete ctype
-        response=$(http_get "$GATEWAY" "$path" 2>&1 | tr -d '\r') || true
-        status=$(sed -n '1s/^HTTP\/[0-9.]* \([0-9]*\).*/\1/p' <<<"$response")
-        complete=$(sed -n '/^$/q; s/^[Xx]-[Aa]ggregation-[Cc]omplete: *//p' <<<"$response")
-        ctype=$(sed -n '/^$/q; s/^[Cc]ontent-[Tt]ype: *//p' <<<"$response")
-        if [[ $status == "$want_status" && ($want_complete == - || $complete == "$want_complete") &&
-            $ctype == application/json* ]]; then
-            say "PASS  $label: GET $path -> $status, x-aggregation-complete: ${complete:-(none)}"
+        local label=$1 path=$2 want_status=$3 want_complete=$4 response status complete ctype attempt
+        # Up to 3 attempts: on a machine busy with other work, a call can miss its
+        # 100 ms budget now and then; that is the filter doing its job, not a broken demo.
+        for attempt in 1 2 3; do
+            response=$(http_get "$GATEWAY" "$path" 2>&1 | tr -d '\r') || true
+            status=$(sed -n '1s/^HTTP\/[0-9.]* \([0-9]*\).*/\1/p' <<<"$response")
+            complete=$(sed -n '/^$/q; s/^[Xx]-[Aa]ggregation-[Cc]omplete: *//p' <<<"$response")
+            ctype=$(sed -n '/^$/q; s/^[Cc]ontent-[Tt]ype: *//p' <<<"$response")
+            if [[ $status == "$want_status" && ($want_complete == - || $complete == "$want_complete") &&
+                $ctype == application/json* ]]; then
+                break
+            fi
+            attempt=
+        done
+        if [[ -n $attempt ]]; then
+            say "PASS  $label: GET $path -> $status, x-aggregation-complete: ${complete:-(none)}$( ((attempt == 1)) || echo " (attempt $attempt)")"
         else
             say "FAIL  $label: GET $path -> status '${status}', x-aggregation-complete '${complete}', content-type '${ctype}'"
             say "      (want $want_status, x-aggregation-complete $want_complete, application/json)"

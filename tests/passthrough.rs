@@ -11,6 +11,8 @@ mod common;
 
 use common::*;
 
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 const CONFIG: &str = r#"{"routes":[
     {"name":"mobile","match":{"path":"/api/home","headers":{"x-client":"mobile"}},"calls":[{"name":"a","cluster":"svc","path":"/m"}]},
     {"name":"page","match":{"path":"/api/page/{id}","methods":["GET"]},"calls":[{"name":"a","cluster":"svc","path":"/a/{path.id}"}]}]}"#;
@@ -42,7 +44,7 @@ fn unmatched_paths_methods_and_headers_reach_the_envoy_route_unchanged() {
         .default_upstream(origin.port())
         .start();
 
-    let cases: [(&str, &str, &[(&str, &str)]); 5] = [
+    let cases: [(&str, &str, Headers); 5] = [
         ("GET", "/api/other?x=1", &[]),
         ("GET", "/api/page/7/extra", &[]),
         ("DELETE", "/api/page/7", &[]),
