@@ -12,7 +12,7 @@ WASM := target/$(WASM_TARGET)/release/gateway_aggregator.wasm
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all setup build test unit integration lint run clean
+.PHONY: all setup build test unit integration validate demo-selftest lint run clean
 
 all: build
 
@@ -30,14 +30,22 @@ build: setup
 	$(CARGO) build --release --target $(WASM_TARGET)
 	@ls -l $(WASM) | awk '{print "built $(WASM) (" $$5 " bytes)"}'
 
-## test: lint, unit tests, integration tests in real Envoy
-test: lint unit integration
+## test: lint, unit tests, integration tests in real Envoy, shipped configs, demo self-test
+test: lint unit integration validate demo-selftest
 
 unit:
 	$(CARGO) test --lib
 
 integration: build
 	$(CARGO) test --test '*'
+
+## validate: `envoy --mode validate` on every shipped Envoy config, with the built filter
+validate: build
+	./scripts/validate-configs.sh
+
+## demo-selftest: start the demo, check its three answers, stop it
+demo-selftest: build
+	DEMO_SELFTEST=1 ./scripts/run-demo.sh
 
 ## lint: formatting and clippy with warnings as errors (native and wasm builds)
 lint: setup

@@ -210,7 +210,7 @@ Try these:
   # A dependent call: stock is fetched with the sku from the product call's body.
   curl -s localhost:10000/api/products/42/summary | python3 -m json.tool
 
-  # The filter's metrics and the wasm log:
+  # Envoy's wasm stats (metrics a plugin defines itself are named wasmcustom.*), and the log:
   curl -s localhost:9901/stats | grep -i wasm
   tail -f $LOG_DIR/gateway.log
 

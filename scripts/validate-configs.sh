@@ -62,7 +62,9 @@ for f in "${files[@]}"; do
         echo "FAIL  $f"
         # The filter's own reason first, then Envoy's error lines (all if none matched).
         reasons=$(grep -E 'configuration rejected|\]\[(error|critical)\]|^[^[]' <<<"$output" || true)
-        sed 's/^/      /' <<<"${reasons:-$output}"
+        while IFS= read -r line; do
+            echo "      $line"
+        done <<<"${reasons:-$output}"
         failed=$((failed + 1))
     fi
 done

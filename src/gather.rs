@@ -49,8 +49,10 @@ pub enum Event {
     TooLarge { call: usize, status: u16 },
     /// The call ended without a response (connection reset after it was dispatched).
     Reset { call: usize },
-    /// The host refused to dispatch the call (e.g. unknown cluster).
+    /// The host refused to dispatch the call (unknown or not yet warmed cluster).
     Refused { call: usize, detail: String },
+    /// Envoy accepted the call but could not start it (no healthy host in the cluster).
+    Unreachable { call: usize, detail: String },
 }
 
 /// The client's request as the route's templates see it.
@@ -144,7 +146,8 @@ impl Gather {
             Event::Answered { call, .. }
             | Event::TooLarge { call, .. }
             | Event::Reset { call }
-            | Event::Refused { call, .. } => *call,
+            | Event::Refused { call, .. }
+            | Event::Unreachable { call, .. } => *call,
         };
         let Some(&State::InFlight {
             since_us,
@@ -189,6 +192,9 @@ impl Gather {
                 .with_detail("connection reset before the answer completed")),
             Event::Refused { detail, .. } => {
                 Err(Failure::new(Reason::Dispatch).with_detail(detail))
+            }
+            Event::Unreachable { detail, .. } => {
+                Err(Failure::new(Reason::Connect).with_detail(detail))
             }
         };
         let state = match result {

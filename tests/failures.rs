@@ -110,6 +110,7 @@ fn optional_failures_are_omitted_and_reported_with_their_reason() {
            {"name":"reset","cluster":"reset","path":"/"},
            {"name":"cut","cluster":"cut","path":"/"},
            {"name":"refused","cluster":"refused","path":"/"},
+           {"name":"no_hosts","cluster":"empty","path":"/"},
            {"name":"big","cluster":"big","path":"/","max_body_bytes":1000},
            {"name":"ghost","cluster":"no_such_cluster","path":"/"}"#,
     );
@@ -120,6 +121,7 @@ fn optional_failures_are_omitted_and_reported_with_their_reason() {
         .cluster("reset", reset.port())
         .cluster("cut", cut.port())
         .closed_cluster("refused")
+        .empty_cluster("empty")
         .cluster("big", big.port())
         .start();
     let response = envoy.get("/agg/1");
@@ -132,6 +134,7 @@ fn optional_failures_are_omitted_and_reported_with_their_reason() {
             "reset": {"reason": "connect"},
             "cut": {"reason": "connect"},
             "refused": {"reason": "connect"},
+            "no_hosts": {"reason": "connect"},
             "big": {"reason": "too_large"},
             "ghost": {"reason": "dispatch"}}}})
     );

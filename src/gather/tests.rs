@@ -256,10 +256,11 @@ fn dependent_ready_after_the_deadline_is_not_dispatched() {
 }
 
 #[test]
-fn refused_and_oversized_calls_are_reported() {
+fn refused_unreachable_and_oversized_calls_are_reported() {
     let route = page(
         r#"{"name":"a","cluster":"ghost","path":"/a"},
-           {"name":"b","cluster":"c","path":"/b","max_body_bytes":10}"#,
+           {"name":"b","cluster":"c","path":"/b","max_body_bytes":10},
+           {"name":"n","cluster":"empty","path":"/n"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
     assert!(gather.body_limit(1) == 10);
@@ -272,6 +273,11 @@ fn refused_and_oversized_calls_are_reported() {
             0
         )
         .is_empty());
+    let unreachable = Event::Unreachable {
+        call: 2,
+        detail: "no healthy host".into(),
+    };
+    assert!(gather.on_event(unreachable, 0).is_empty());
     let r = response(gather.on_event(
         Event::TooLarge {
             call: 1,
@@ -281,7 +287,7 @@ fn refused_and_oversized_calls_are_reported() {
     ));
     assert_eq!(
         body(&r)["_meta"]["errors"],
-        json!({"a": {"reason": "dispatch"}, "b": {"reason": "too_large"}})
+        json!({"a": {"reason": "dispatch"}, "b": {"reason": "too_large"}, "n": {"reason": "connect"}})
     );
 }
 

@@ -7,7 +7,7 @@ use crate::plan::{split_query, Plan};
 use crate::render::Response;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action as HostAction, BufferType, MapType};
+use proxy_wasm::types::{Action as HostAction, BufferType, MapType, Status};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
@@ -34,11 +34,7 @@ impl Aggregation {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::Dispatch(dispatch) => {
-                    if let Err(detail) = self.dispatch(&dispatch) {
-                        let event = Event::Refused {
-                            call: dispatch.call,
-                            detail,
-                        };
+                    if let Err(event) = self.dispatch(&dispatch) {
                         let more = match self.gather.as_mut() {
                             Some(gather) => gather.on_event(event, now_us()),
                             None => Vec::new(),
@@ -55,7 +51,8 @@ impl Aggregation {
         }
     }
 
-    fn dispatch(&mut self, dispatch: &Dispatch) -> Result<(), String> {
+    /// Hands a call to Envoy; a refusal comes back as the event it means.
+    fn dispatch(&mut self, dispatch: &Dispatch) -> Result<(), Event> {
         let headers: Vec<(&str, &str)> = dispatch
             .headers
             .iter()
@@ -67,10 +64,18 @@ impl Aggregation {
                 self.in_flight.push((token, dispatch.call));
                 Ok(())
             }
-            Err(status) => Err(format!(
-                "Envoy refused the call to cluster \"{}\" ({status:?}): unknown or not yet warmed cluster?",
-                dispatch.cluster
-            )),
+            // Envoy starts the call synchronously: with no healthy host it fails at once.
+            Err(Status::InternalFailure) => Err(Event::Unreachable {
+                call: dispatch.call,
+                detail: format!("no healthy host in cluster \"{}\"", dispatch.cluster),
+            }),
+            Err(status) => Err(Event::Refused {
+                call: dispatch.call,
+                detail: format!(
+                    "Envoy refused the call to cluster \"{}\" ({status:?}): unknown or not yet warmed cluster",
+                    dispatch.cluster
+                ),
+            }),
         }
     }
 }

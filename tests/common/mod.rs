@@ -609,6 +609,11 @@ impl EnvoyBuilder {
         self.cluster(name, closed_port())
     }
 
+    /// A cluster with no endpoints at all (Envoy answers "no healthy upstream").
+    pub fn empty_cluster(self, name: &str) -> Self {
+        self.cluster(name, 0)
+    }
+
     /// Requests Envoy routes (prefix "/") go to cluster `passthrough` at this port;
     /// without it they get a direct 404 "no envoy route".
     pub fn default_upstream(mut self, port: u16) -> Self {
@@ -799,7 +804,13 @@ fn loopback(port: u16) -> Value {
 
 /// Circuit breakers are raised far above Envoy's 1024 defaults so that fan-out tests measure
 /// the filter, not Envoy's overflow protection.
+/// Port 0 means a cluster without endpoints.
 fn static_cluster(name: &str, port: u16) -> Value {
+    let endpoints = if port == 0 {
+        json!([])
+    } else {
+        json!([{ "lb_endpoints": [{ "endpoint": { "address": loopback(port) } }] }])
+    };
     json!({
         "name": name,
         "type": "STATIC",
@@ -809,7 +820,7 @@ fn static_cluster(name: &str, port: u16) -> Value {
         }]},
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": loopback(port) } }] }]
+            "endpoints": endpoints
         }
     })
 }
