@@ -164,19 +164,19 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn check_ms(value: u64, place: &Place, key: &str) -> Result<u64, ConfigError> {
-    if (1..=MAX_MS).contains(&value) {
+fn check_range(
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+    place: &Place,
+    key: &str,
+) -> Result<u64, ConfigError> {
+    if range.contains(&value) {
         Ok(value)
     } else {
-        Err(place.error(Some(key), format!("must be between 1 and {MAX_MS}")))
-    }
-}
-
-fn check_body_limit(value: u64, place: &Place, key: &str) -> Result<u64, ConfigError> {
-    if (1..=MAX_BODY_BYTES).contains(&value) {
-        Ok(value)
-    } else {
-        Err(place.error(Some(key), format!("must be between 1 and {MAX_BODY_BYTES}")))
+        Err(place.error(
+            Some(key),
+            format!("must be between {} and {}", range.start(), range.end()),
+        ))
     }
 }
 
@@ -301,8 +301,9 @@ fn compile_route(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let deadline_ms = check_ms(
+    let deadline_ms = check_range(
         route.deadline_ms.unwrap_or(defaults.deadline_ms),
+        1..=MAX_MS,
         place,
         "deadline_ms",
     )?;
@@ -469,17 +470,19 @@ fn compile_call(
             "must be a host name (optionally with a port)",
         ));
     }
-    let timeout_ms = check_ms(
+    let timeout_ms = check_range(
         call.timeout_ms
             .or(route.timeout_ms)
             .unwrap_or(defaults.timeout_ms),
+        1..=MAX_MS,
         place,
         "timeout_ms",
     )?;
-    let max_body_bytes = check_body_limit(
+    let max_body_bytes = check_range(
         call.max_body_bytes
             .or(route.max_body_bytes)
             .unwrap_or(defaults.max_body_bytes),
+        1..=MAX_BODY_BYTES,
         place,
         "max_body_bytes",
     )?;

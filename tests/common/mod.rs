@@ -473,6 +473,16 @@ impl HttpResponse {
     }
 
     /// The body as JSON; panics (showing the body) if it is not JSON.
+    /// Asserts the answer took between `min_ms` (inclusive) and `max_ms` (exclusive).
+    pub fn assert_took(&self, min_ms: u64, max_ms: u64, why: &str) {
+        let (min, max) = (Duration::from_millis(min_ms), Duration::from_millis(max_ms));
+        assert!(
+            self.elapsed >= min && self.elapsed < max,
+            "took {:?}, expected {min:?}..{max:?}: {why}",
+            self.elapsed
+        );
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
