@@ -14,6 +14,8 @@ pub const DEFAULT_DEADLINE_MS: u64 = 3000;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_FORWARD_HEADERS: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
 pub const DEFAULT_META_KEY: &str = "_meta";
+pub const DEFAULT_FIELDS_PARAM: &str = "fields";
+pub const DEFAULT_MAX_FAN_OUT: u64 = 32;
 
 /// A configuration error: where it is (route, call, key) and why, printed as one log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,7 @@ pub struct Defaults {
     pub max_body_bytes: u64,
     pub forward_headers: Vec<String>,
     pub expose_errors: bool,
+    pub max_fan_out: u64,
 }
 
 impl Default for Defaults {
@@ -99,6 +102,7 @@ impl Default for Defaults {
                 .map(|h| h.to_string())
                 .collect(),
             expose_errors: false,
+            max_fan_out: DEFAULT_MAX_FAN_OUT,
         }
     }
 }
@@ -120,6 +124,9 @@ pub struct RouteConfig {
     pub max_body_bytes: Option<u64>,
     pub forward_headers: Vec<String>,
     pub expose_errors: Option<bool>,
+    pub max_fan_out: Option<u64>,
+    /// Query parameter that selects calls; `None` when the user set `"fields_param": null`.
+    pub fields_param: Option<String>,
     pub calls: Vec<CallConfig>,
     pub response: ResponseConfig,
 }
@@ -160,6 +167,27 @@ pub struct CallConfig {
     pub format: Format,
     pub max_body_bytes: Option<u64>,
     pub after: Vec<String>,
+    /// Template JSON, or the string `{request.body}` (SPEC §3.4).
+    pub body: Option<Value>,
+    /// `calls.X.path[*].field`: one call per distinct value (SPEC §3.5).
+    pub for_each: Option<String>,
+    pub max_fan_out: Option<u64>,
+    pub join: Option<JoinConfig>,
+    /// Allows retries and hedging (SPEC §6) of a method that is not idempotent.
+    pub unsafe_repeat: bool,
+}
+
+/// Puts each per-item result into the matching elements of an earlier call's array.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinConfig {
+    /// `X.path.to.array`, X being the call `for_each` reads.
+    pub into: String,
+    /// Dot path, inside each element, of the value to match against the item.
+    pub on: String,
+    /// Key under which an element receives its item's result.
+    #[serde(rename = "as")]
+    pub key: String,
 }
 
 /// Parses the plugin configuration bytes.
@@ -204,6 +232,7 @@ fn parse_defaults(value: &Value) -> Result<Defaults, ConfigError> {
             .opt("forward_headers")?
             .unwrap_or(builtin.forward_headers),
         expose_errors: fields.opt("expose_errors")?.unwrap_or(false),
+        max_fan_out: fields.opt("max_fan_out")?.unwrap_or(builtin.max_fan_out),
     };
     fields.finish()?;
     Ok(defaults)
@@ -250,6 +279,8 @@ fn parse_route(index: usize, value: &Value) -> Result<RouteConfig, ConfigError> 
         max_body_bytes: fields.opt("max_body_bytes")?,
         forward_headers: fields.opt("forward_headers")?.unwrap_or_default(),
         expose_errors: fields.opt("expose_errors")?,
+        max_fan_out: fields.opt("max_fan_out")?,
+        fields_param: nullable_string(&mut fields, "fields_param", DEFAULT_FIELDS_PARAM, &place)?,
         calls,
         response,
     };
@@ -280,19 +311,27 @@ fn parse_match(value: &Value, place: &Place) -> Result<MatchParts, ConfigError> 
     Ok((path, methods, headers))
 }
 
+/// A string key that may be set to `null` to turn its feature off.
+fn nullable_string(
+    fields: &mut Fields<'_>,
+    key: &'static str,
+    default: &str,
+    place: &Place,
+) -> Result<Option<String>, ConfigError> {
+    match fields.take(key) {
+        None => Ok(Some(default.to_string())),
+        Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(place.error(
+            Some(&fields.key_name(key)),
+            "must be a non-empty string, or null to turn it off",
+        )),
+    }
+}
+
 fn parse_response(value: &Value, place: &Place) -> Result<ResponseConfig, ConfigError> {
     let mut fields = Fields::new(value, place, Some("response"), "response")?;
-    let meta = match fields.take("meta") {
-        None => Some(DEFAULT_META_KEY.to_string()),
-        Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            return Err(place.error(
-                Some("response.meta"),
-                "must be a string (the key of the completeness object) or null",
-            ))
-        }
-    };
+    let meta = nullable_string(&mut fields, "meta", DEFAULT_META_KEY, place)?;
     if let Some(layout) = fields.take("layout") {
         if layout.as_str() != Some("nested") {
             return Err(place.error(
@@ -333,6 +372,11 @@ fn parse_call(route: &Place, index: usize, value: &Value) -> Result<CallConfig, 
         format: fields.opt("format")?.unwrap_or(Format::Json),
         max_body_bytes: fields.opt("max_body_bytes")?,
         after: fields.opt("after")?.unwrap_or_default(),
+        body: fields.take("body").cloned(),
+        for_each: fields.opt("for_each")?,
+        max_fan_out: fields.opt("max_fan_out")?,
+        join: fields.opt("join")?,
+        unsafe_repeat: fields.opt("unsafe")?.unwrap_or(false),
     };
     fields.finish()?;
     Ok(call)

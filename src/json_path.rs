@@ -64,6 +64,21 @@ impl JsonPath {
     }
 }
 
+impl JsonPath {
+    /// The value at a path without `[*]`, for changing it in place.
+    pub fn find_mut<'v>(&self, root: &'v mut Value) -> Option<&'v mut Value> {
+        self.segments
+            .iter()
+            .try_fold(root, |value, segment| match (segment, value) {
+                (Segment::Key(key) | Segment::Index(_, key), Value::Object(map)) => {
+                    map.get_mut(key)
+                }
+                (Segment::Index(index, _), Value::Array(items)) => items.get_mut(*index),
+                _ => None,
+            })
+    }
+}
+
 fn parse_part(part: &str, segments: &mut Vec<Segment>) -> Result<(), String> {
     let (name, mut brackets) = match part.find('[') {
         Some(at) => part.split_at(at),
@@ -176,6 +191,21 @@ mod tests {
         assert_eq!(find("n[*]", &doc), Some(json!([])));
         let nested = json!({"a": [[1, 2], [3]]});
         assert_eq!(find("a[*][*]", &nested), Some(json!([1, 2, 3])));
+    }
+
+    #[test]
+    fn plain_paths_can_change_values_in_place() {
+        let mut doc = json!({"a": {"list": [{"id": 1}]}});
+        let list = JsonPath::parse("a.list.0")
+            .unwrap()
+            .find_mut(&mut doc)
+            .unwrap();
+        list["x"] = json!(true);
+        assert_eq!(doc, json!({"a": {"list": [{"id": 1, "x": true}]}}));
+        assert!(JsonPath::parse("a.nope")
+            .unwrap()
+            .find_mut(&mut doc)
+            .is_none());
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub enum Reason {
     DependencyFailed,
     Deadline,
     Dispatch,
+    TooManyItems,
 }
 
 impl Reason {
@@ -33,6 +34,7 @@ impl Reason {
             Reason::DependencyFailed => "dependency_failed",
             Reason::Deadline => "deadline",
             Reason::Dispatch => "dispatch",
+            Reason::TooManyItems => "too_many_items",
         }
     }
 }
@@ -44,15 +46,17 @@ pub struct Failure {
     /// The upstream status, for `status`.
     pub status: Option<u16>,
     /// The template input that was missing or invalid (`query.q`), for `*_input`.
-    pub input: Option<String>,
+    pub input: Option<Box<str>>,
     /// The input came from the client (path, query, header), not from another call.
     pub from_client: bool,
     /// The call this one depended on, for `dependency_failed`.
-    pub dependency: Option<String>,
+    pub dependency: Option<Box<str>>,
+    /// The `for_each` item whose call failed, when a required call fails on one item.
+    pub item: Option<Box<str>>,
     /// Upstream or Envoy text, shown only with `expose_errors`.
-    pub detail: Option<String>,
+    pub detail: Option<Box<str>>,
     /// A 4xx answer's JSON body, passed through when the call is required.
-    pub json_body: Option<Vec<u8>>,
+    pub json_body: Option<Box<[u8]>>,
 }
 
 impl Failure {
@@ -63,13 +67,14 @@ impl Failure {
             input: None,
             from_client: false,
             dependency: None,
+            item: None,
             detail: None,
             json_body: None,
         }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Failure {
-        self.detail = Some(detail.into());
+        self.detail = Some(detail.into().into_boxed_str());
         self
     }
 
@@ -127,7 +132,7 @@ pub fn judge_answer(
         Failure::new(Reason::Status).with_detail(format!("HTTP {status}: {}", excerpt(&body)));
     failure.status = Some(status);
     if (400..500).contains(&status) && is_json(&body) {
-        failure.json_body = Some(body);
+        failure.json_body = Some(body.into_boxed_slice());
     }
     Err(failure)
 }

@@ -2,7 +2,9 @@
 //! bytes without re-serialising them; the error body of a failed required call; and the
 //! `x-aggregation-complete`, `server-timing` and `cache-control` headers.
 
-use crate::outcome::{Failure, Success};
+use crate::outcome::Failure;
+use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// A local reply for the host to send, exactly once per request.
@@ -26,17 +28,41 @@ impl Response {
 #[derive(Debug)]
 pub struct CallView<'a> {
     pub name: &'a str,
-    /// `None` while the call has not finished.
-    pub outcome: Option<Result<&'a Success, &'a Failure>>,
-    pub fallback: Option<&'a [u8]>,
-    /// Time from dispatch to answer; `None` if it was never dispatched.
+    /// The JSON under the call's key; `None` leaves the key out.
+    pub output: Option<Cow<'a, [u8]>>,
+    pub status: CallStatus<'a>,
+    /// A fallback stands in for the call's body (or for some of its items).
+    pub fell_back: bool,
+    /// Time from the first dispatch to the last answer; `None` if it was never dispatched.
     pub duration_us: Option<u64>,
 }
 
+#[derive(Debug)]
+pub enum CallStatus<'a> {
+    /// Not fetched for this request (`fields`): it neither counts nor shows.
+    NotFetched,
+    /// Still running when a required call failed.
+    Unfinished,
+    Succeeded,
+    Failed(&'a Failure),
+    /// A `for_each` call some of whose items failed: item text and failure.
+    ItemsFailed(Vec<(&'a str, &'a Failure)>),
+}
+
 impl CallView<'_> {
-    fn failure(&self) -> Option<&Failure> {
-        match self.outcome {
-            Some(Err(failure)) => Some(failure),
+    fn finished(&self) -> bool {
+        !matches!(self.status, CallStatus::NotFetched | CallStatus::Unfinished)
+    }
+
+    fn complete(&self) -> bool {
+        matches!(self.status, CallStatus::NotFetched | CallStatus::Succeeded)
+    }
+
+    /// The reason shown in `server-timing`.
+    fn reason(&self) -> Option<&'static str> {
+        match &self.status {
+            CallStatus::Failed(failure) => Some(failure.reason.as_str()),
+            CallStatus::ItemsFailed(items) => items.first().map(|(_, f)| f.reason.as_str()),
             _ => None,
         }
     }
@@ -52,23 +78,16 @@ pub struct Shape<'a> {
 
 /// 200 with `{call: body, ..., _meta}` in configuration order (the `nested` layout).
 pub fn aggregate(calls: &[CallView<'_>], shape: Shape<'_>) -> Response {
-    let complete = calls.iter().all(|c| matches!(c.outcome, Some(Ok(_))));
+    let complete = calls.iter().all(CallView::complete);
     let estimate: usize = calls
         .iter()
-        .map(|c| match c.outcome {
-            Some(Ok(success)) => success.json.len() + c.name.len() + 4,
-            _ => 64,
-        })
+        .map(|c| c.output.as_ref().map_or(0, |o| o.len() + c.name.len() + 4))
         .sum();
     let mut body = Vec::with_capacity(estimate + 64);
     body.push(b'{');
     let mut first = true;
     for call in calls {
-        let json = match (call.outcome, call.fallback) {
-            (Some(Ok(success)), _) => success.json.as_slice(),
-            (Some(Err(_)), Some(fallback)) => fallback,
-            _ => continue,
-        };
+        let Some(json) = &call.output else { continue };
         if !first {
             body.push(b',');
         }
@@ -92,6 +111,18 @@ pub fn aggregate(calls: &[CallView<'_>], shape: Shape<'_>) -> Response {
     }
 }
 
+/// A client error that is not about any call (unknown field, body too large).
+pub fn client_error(status: u16, body: &Value) -> Response {
+    Response {
+        status,
+        headers: vec![
+            ("content-type", "application/json".to_string()),
+            ("cache-control", "no-store".to_string()),
+        ],
+        body: serde_json::to_vec(body).unwrap_or_default(),
+    }
+}
+
 /// The answer when a required call failed: its status by the policy of SPEC §4, the upstream's
 /// JSON body for a 4xx, otherwise `{"error": {...}}`.
 pub fn required_failure(
@@ -102,7 +133,7 @@ pub fn required_failure(
 ) -> Response {
     let status = failure.client_status();
     let body = match &failure.json_body {
-        Some(upstream) if (400..500).contains(&status) => upstream.clone(),
+        Some(upstream) if (400..500).contains(&status) => upstream.to_vec(),
         _ => {
             let mut body = Vec::with_capacity(128);
             body.extend_from_slice(br#"{"error":{"code":"required_call_failed","call":"#);
@@ -135,7 +166,7 @@ fn headers(calls: &[CallView<'_>], complete: bool) -> Vec<(&'static str, String)
 /// `name;dur=12.3` per finished call; a failed one adds `;desc="reason"`.
 pub fn server_timing(calls: &[CallView<'_>]) -> String {
     let mut out = String::new();
-    for call in calls.iter().filter(|c| c.outcome.is_some()) {
+    for call in calls.iter().filter(|c| c.finished()) {
         if !out.is_empty() {
             out.push_str(", ");
         }
@@ -143,8 +174,8 @@ pub fn server_timing(calls: &[CallView<'_>]) -> String {
         if let Some(us) = call.duration_us {
             let _ = write!(out, ";dur={:.1}", us as f64 / 1000.0);
         }
-        if let Some(failure) = call.failure() {
-            let _ = write!(out, ";desc=\"{}\"", failure.reason.as_str());
+        if let Some(reason) = call.reason() {
+            let _ = write!(out, ";desc=\"{reason}\"");
         }
     }
     out
@@ -156,26 +187,30 @@ fn write_meta(body: &mut Vec<u8>, calls: &[CallView<'_>], complete: bool, expose
     } else {
         br#"{"complete":false"#
     });
-    let failed: Vec<(&str, &Failure)> = calls
+    let failed: Vec<&CallView<'_>> = calls
         .iter()
-        .filter_map(|c| c.failure().map(|f| (c.name, f)))
+        .filter(|c| matches!(c.status, CallStatus::Failed(_) | CallStatus::ItemsFailed(_)))
         .collect();
     if !failed.is_empty() {
         body.extend_from_slice(br#","errors":{"#);
-        for (i, (name, failure)) in failed.iter().enumerate() {
+        for (i, call) in failed.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
-            push_key(body, name);
+            push_key(body, call.name);
             body.push(b'{');
-            write_failure_fields(body, failure, expose);
+            match &call.status {
+                CallStatus::Failed(failure) => write_failure_fields(body, failure, expose),
+                CallStatus::ItemsFailed(items) => write_item_failures(body, items, expose),
+                _ => {}
+            }
             body.push(b'}');
         }
         body.push(b'}');
     }
     let fell_back: Vec<&str> = calls
         .iter()
-        .filter(|c| c.failure().is_some() && c.fallback.is_some())
+        .filter(|c| c.fell_back)
         .map(|c| c.name)
         .collect();
     if !fell_back.is_empty() {
@@ -191,6 +226,21 @@ fn write_meta(body: &mut Vec<u8>, calls: &[CallView<'_>], complete: bool, expose
     body.push(b'}');
 }
 
+/// `"items":{"u1":{"reason":"timeout"},...}` — the failed items of a `for_each` call.
+fn write_item_failures(body: &mut Vec<u8>, items: &[(&str, &Failure)], expose: bool) {
+    body.extend_from_slice(br#""items":{"#);
+    for (i, (key, failure)) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        push_key(body, key);
+        body.push(b'{');
+        write_failure_fields(body, failure, expose);
+        body.push(b'}');
+    }
+    body.push(b'}');
+}
+
 /// `"reason":"status","status":503,...` — what a client may know about a failure.
 fn write_failure_fields(body: &mut Vec<u8>, failure: &Failure, expose: bool) {
     body.extend_from_slice(br#""reason":"#);
@@ -201,6 +251,10 @@ fn write_failure_fields(body: &mut Vec<u8>, failure: &Failure, expose: bool) {
     if let Some(input) = &failure.input {
         body.extend_from_slice(br#","input":"#);
         push_string(body, input);
+    }
+    if let Some(item) = &failure.item {
+        body.extend_from_slice(br#","item":"#);
+        push_string(body, item);
     }
     if let Some(dependency) = &failure.dependency {
         body.extend_from_slice(br#","dependency":"#);
@@ -229,19 +283,37 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::outcome::Reason;
-    use serde_json::{json, Value};
-
-    fn ok(json: &str) -> Success {
-        Success {
-            json: json.as_bytes().to_vec(),
-            value: None,
-        }
-    }
+    use serde_json::json;
 
     const SHAPE: Shape<'static> = Shape {
         meta_key: Some("\"_meta\""),
         expose_errors: false,
     };
+
+    fn ok<'a>(name: &'a str, json: &'static str, us: u64) -> CallView<'a> {
+        CallView {
+            name,
+            output: Some(Cow::Borrowed(json.as_bytes())),
+            status: CallStatus::Succeeded,
+            fell_back: false,
+            duration_us: Some(us),
+        }
+    }
+
+    fn failed<'a>(
+        name: &'a str,
+        failure: &'a Failure,
+        fallback: Option<&'static str>,
+        us: Option<u64>,
+    ) -> CallView<'a> {
+        CallView {
+            name,
+            output: fallback.map(|f| Cow::Borrowed(f.as_bytes())),
+            status: CallStatus::Failed(failure),
+            fell_back: fallback.is_some(),
+            duration_us: us,
+        }
+    }
 
     fn parse(response: &Response) -> Value {
         serde_json::from_slice(&response.body).unwrap()
@@ -249,20 +321,9 @@ mod tests {
 
     #[test]
     fn complete_answer_splices_bodies_in_configuration_order() {
-        let (a, b) = (ok(r#"{"id": 1}"#), ok("[1,2]"));
         let calls = [
-            CallView {
-                name: "product",
-                outcome: Some(Ok(&a)),
-                fallback: None,
-                duration_us: Some(12_340),
-            },
-            CallView {
-                name: "stock",
-                outcome: Some(Ok(&b)),
-                fallback: None,
-                duration_us: Some(800),
-            },
+            ok("product", r#"{"id": 1}"#, 12_340),
+            ok("stock", "[1,2]", 800),
         ];
         let response = aggregate(&calls, SHAPE);
         assert_eq!(response.status, 200);
@@ -280,37 +341,16 @@ mod tests {
 
     #[test]
     fn partial_answer_reports_errors_and_fallbacks() {
-        let a = ok("1");
         let mut status = Failure::new(Reason::Status).with_detail("HTTP 503: boom at 10.0.0.1");
         status.status = Some(503);
         let timeout = Failure::new(Reason::Timeout);
         let mut missing = Failure::new(Reason::MissingInput);
         missing.input = Some("query.q".into());
         let calls = [
-            CallView {
-                name: "a",
-                outcome: Some(Ok(&a)),
-                fallback: None,
-                duration_us: Some(1000),
-            },
-            CallView {
-                name: "b",
-                outcome: Some(Err(&status)),
-                fallback: None,
-                duration_us: Some(2000),
-            },
-            CallView {
-                name: "c",
-                outcome: Some(Err(&timeout)),
-                fallback: Some(b"[]"),
-                duration_us: Some(3000),
-            },
-            CallView {
-                name: "d",
-                outcome: Some(Err(&missing)),
-                fallback: None,
-                duration_us: None,
-            },
+            ok("a", "1", 1000),
+            failed("b", &status, None, Some(2000)),
+            failed("c", &timeout, Some("[]"), Some(3000)),
+            failed("d", &missing, None, None),
         ];
         let response = aggregate(&calls, SHAPE);
         assert_eq!(
@@ -343,14 +383,41 @@ mod tests {
     }
 
     #[test]
+    fn failed_items_are_reported_per_item_and_unfetched_calls_do_not_count() {
+        let timeout = Failure::new(Reason::Timeout);
+        let calls = [
+            CallView {
+                name: "authors",
+                output: Some(Cow::Borrowed(b"[{\"n\":1},null]")),
+                status: CallStatus::ItemsFailed(vec![("u2", &timeout)]),
+                fell_back: false,
+                duration_us: Some(5000),
+            },
+            CallView {
+                name: "skipped",
+                output: None,
+                status: CallStatus::NotFetched,
+                fell_back: false,
+                duration_us: None,
+            },
+        ];
+        let response = aggregate(&calls, SHAPE);
+        assert_eq!(
+            parse(&response),
+            json!({"authors": [{"n": 1}, null], "_meta": {"complete": false,
+                "errors": {"authors": {"items": {"u2": {"reason": "timeout"}}}}}})
+        );
+        assert_eq!(
+            response.header("server-timing"),
+            Some(r#"authors;dur=5.0;desc="timeout""#)
+        );
+        let only_skipped = aggregate(&calls[1..], SHAPE);
+        assert_eq!(parse(&only_skipped), json!({"_meta": {"complete": true}}));
+    }
+
+    #[test]
     fn meta_can_be_renamed_or_omitted() {
-        let a = ok("1");
-        let calls = [CallView {
-            name: "a",
-            outcome: Some(Ok(&a)),
-            fallback: None,
-            duration_us: Some(1),
-        }];
+        let calls = [ok("a", "1", 1)];
         let renamed = aggregate(
             &calls,
             Shape {
@@ -384,12 +451,7 @@ mod tests {
     fn required_failure_body_and_status() {
         let mut failure = Failure::new(Reason::Status).with_detail("HTTP 503: internal");
         failure.status = Some(503);
-        let calls = [CallView {
-            name: "product",
-            outcome: Some(Err(&failure)),
-            fallback: None,
-            duration_us: Some(5),
-        }];
+        let calls = [failed("product", &failure, None, Some(5))];
         let response = required_failure(&calls, "product", &failure, SHAPE);
         assert_eq!(response.status, 502);
         assert_eq!(
@@ -401,7 +463,7 @@ mod tests {
 
         let mut not_found = Failure::new(Reason::Status);
         not_found.status = Some(404);
-        not_found.json_body = Some(br#"{"message":"no such product"}"#.to_vec());
+        not_found.json_body = Some(br#"{"message":"no such product"}"#.to_vec().into());
         let response = required_failure(&calls, "product", &not_found, SHAPE);
         assert_eq!(
             (response.status, response.body.as_slice()),

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 use super::*;
+use crate::plan::matcher::Capture;
 use crate::plan::Plan;
 use serde_json::json;
 
@@ -22,13 +23,13 @@ fn start(route: &Rc<Route>, id: &str, query: &str) -> (Gather, Vec<Action>) {
         .iter()
         .map(|h| (h == "x-request-id").then(|| "req-1".to_string()))
         .collect();
-    Gather::start(
-        Rc::clone(route),
-        vec![Capture::Segment(id.into())],
-        query,
+    let request = ClientRequest {
+        captures: vec![Capture::Segment(id.into())],
+        query: query.to_string(),
         headers,
-        0,
-    )
+        body: None,
+    };
+    Gather::start(Rc::clone(route), request, 0, 0)
 }
 
 fn dispatches(actions: &[Action]) -> Vec<&Dispatch> {
@@ -55,9 +56,9 @@ fn header<'a>(d: &'a Dispatch, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn answer(call: usize, body: &str) -> Event {
+fn answer(job: usize, body: &str) -> Event {
     Event::Answered {
-        call,
+        job,
         status: 200,
         body: body.as_bytes().to_vec(),
     }
@@ -110,8 +111,11 @@ fn dependent_call_waits_for_its_dependency_and_reads_its_body() {
            {"name":"stock","cluster":"stock","path":"/stock/{path.id}"}"#,
     );
     let (mut gather, actions) = start(&route, "7", "");
-    let first: Vec<usize> = dispatches(&actions).iter().map(|d| d.call).collect();
-    assert_eq!(first, [0, 2]);
+    let paths: Vec<&str> = dispatches(&actions)
+        .iter()
+        .map(|d| header(d, ":path").unwrap())
+        .collect();
+    assert_eq!(paths, ["/products/7", "/stock/7"]);
     let actions = gather.on_event(answer(0, r#"{"seller":{"id":"s/1"}}"#), 50 * MS);
     let next = dispatches(&actions);
     assert_eq!(next.len(), 1);
@@ -120,8 +124,9 @@ fn dependent_call_waits_for_its_dependency_and_reads_its_body() {
         next[0].timeout_ms, 250,
         "the remaining deadline caps the timeout"
     );
-    assert!(gather.on_event(answer(2, "5"), 60 * MS).is_empty());
-    let r = response(gather.on_event(answer(1, r#"{"name":"Bob"}"#), 70 * MS));
+    assert_eq!(next[0].job, 2);
+    assert!(gather.on_event(answer(1, "5"), 60 * MS).is_empty());
+    let r = response(gather.on_event(answer(2, r#"{"name":"Bob"}"#), 70 * MS));
     assert_eq!(body(&r)["seller"], json!({"name": "Bob"}));
 }
 
@@ -134,10 +139,10 @@ fn failed_dependency_stops_dependents_unless_it_has_a_fallback() {
            {"name":"d","cluster":"c","path":"/d/{calls.c.id}"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    assert!(gather.on_event(Event::Reset { call: 0 }, MS).is_empty());
+    assert!(gather.on_event(Event::Reset { job: 0 }, MS).is_empty());
     let actions = gather.on_event(
         Event::Answered {
-            call: 2,
+            job: 1,
             status: 500,
             body: b"oops".to_vec(),
         },
@@ -146,7 +151,7 @@ fn failed_dependency_stops_dependents_unless_it_has_a_fallback() {
     let sent = dispatches(&actions);
     assert_eq!(sent.len(), 1);
     assert_eq!(header(sent[0], ":path"), Some("/d/9"));
-    let r = response(gather.on_event(answer(3, "4"), 3 * MS));
+    let r = response(gather.on_event(answer(2, "4"), 3 * MS));
     assert_eq!(
         body(&r),
         json!({"c": {"id": 9}, "d": 4, "_meta": {"complete": false, "errors": {
@@ -165,7 +170,7 @@ fn required_failure_answers_at_once_and_ignores_the_rest() {
     let (mut gather, _) = start(&route, "1", "");
     let r = response(gather.on_event(
         Event::Answered {
-            call: 0,
+            job: 0,
             status: 503,
             body: b"down".to_vec(),
         },
@@ -186,7 +191,7 @@ fn required_client_error_is_passed_through_with_its_json_body() {
     let (mut gather, _) = start(&route, "1", "");
     let r = response(gather.on_event(
         Event::Answered {
-            call: 0,
+            job: 0,
             status: 404,
             body: br#"{"error":"gone"}"#.to_vec(),
         },
@@ -203,7 +208,7 @@ fn required_timeout_is_504() {
     let route = page(r#"{"name":"product","cluster":"c","path":"/p","required":true}"#);
     let (mut gather, _) = start(&route, "1", "");
     let timeout = Event::Answered {
-        call: 0,
+        job: 0,
         status: 504,
         body: b"upstream request timeout".to_vec(),
     };
@@ -267,20 +272,20 @@ fn refused_unreachable_and_oversized_calls_are_reported() {
     assert!(gather
         .on_event(
             Event::Refused {
-                call: 0,
+                job: 0,
                 detail: "unknown cluster".into()
             },
             0
         )
         .is_empty());
     let unreachable = Event::Unreachable {
-        call: 2,
+        job: 2,
         detail: "no healthy host".into(),
     };
     assert!(gather.on_event(unreachable, 0).is_empty());
     let r = response(gather.on_event(
         Event::TooLarge {
-            call: 1,
+            job: 1,
             status: 200,
         },
         MS,
@@ -303,7 +308,7 @@ fn invalid_bodies_and_text_format() {
     gather.on_event(answer(1, "plain <b>text</b>"), MS);
     let r = response(gather.on_event(
         Event::Answered {
-            call: 2,
+            job: 2,
             status: 204,
             body: Vec::new(),
         },
@@ -340,10 +345,248 @@ fn a_reset_at_the_timeout_is_a_timeout() {
         r#"{"name":"a","cluster":"c","path":"/a","timeout_ms":100},{"name":"b","cluster":"c","path":"/b"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    gather.on_event(Event::Reset { call: 0 }, 95 * MS);
-    let r = response(gather.on_event(Event::Reset { call: 1 }, 120 * MS));
+    gather.on_event(Event::Reset { job: 0 }, 95 * MS);
+    let r = response(gather.on_event(Event::Reset { job: 1 }, 120 * MS));
     assert_eq!(
         body(&r)["_meta"]["errors"],
         json!({"a": {"reason": "timeout"}, "b": {"reason": "connect"}})
     );
+}
+
+fn start_with_body(
+    route: &Rc<Route>,
+    query: &str,
+    body: &str,
+    content_type: &str,
+) -> (Gather, Vec<Action>) {
+    let headers = route
+        .headers
+        .iter()
+        .map(|h| (h == "content-type").then(|| content_type.to_string()))
+        .collect();
+    let request = ClientRequest {
+        captures: vec![Capture::Segment("1".into())],
+        query: query.to_string(),
+        headers,
+        body: Some(body.as_bytes().to_vec()),
+    };
+    Gather::start(Rc::clone(route), request, 0, 0)
+}
+
+const POSTS: &str = r#"{"items":[{"id":1,"author":"u1"},{"id":2,"author":"u2"},{"id":3,"author":"u1"},{"id":4,"author":null}]}"#;
+
+#[test]
+fn for_each_makes_one_call_per_distinct_item_in_first_seen_order() {
+    let route = page(
+        r#"{"name":"posts","cluster":"posts","path":"/posts"},
+           {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author"}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    let actions = gather.on_event(answer(0, POSTS), MS);
+    let sent = dispatches(&actions);
+    let paths: Vec<&str> = sent.iter().map(|d| header(d, ":path").unwrap()).collect();
+    assert_eq!(paths, ["/users/u1", "/users/u2"], "null skipped, u1 once");
+    assert!(gather
+        .on_event(answer(sent[1].job, r#"{"name":"Two"}"#), 2 * MS)
+        .is_empty());
+    let r = response(gather.on_event(answer(sent[0].job, r#"{"name":"One"}"#), 3 * MS));
+    assert_eq!(
+        body(&r),
+        json!({"posts": serde_json::from_str::<Value>(POSTS).unwrap(),
+               "authors": [{"name": "One"}, {"name": "Two"}], "_meta": {"complete": true}})
+    );
+}
+
+#[test]
+fn join_puts_each_result_into_the_matching_elements() {
+    let route = page(
+        r#"{"name":"posts","cluster":"posts","path":"/posts"},
+           {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author",
+            "join":{"into":"posts.items","on":"author","as":"author_detail"},"fallback":{"name":"?"}}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    let sent: Vec<usize> = dispatches(&gather.on_event(answer(0, POSTS), MS))
+        .iter()
+        .map(|d| d.job)
+        .collect();
+    gather.on_event(answer(sent[0], r#"{"name":"One"}"#), 2 * MS);
+    let r = response(gather.on_event(Event::Reset { job: sent[1] }, 3 * MS));
+    assert_eq!(
+        body(&r),
+        json!({"posts": {"items": [
+                {"id": 1, "author": "u1", "author_detail": {"name": "One"}},
+                {"id": 2, "author": "u2", "author_detail": {"name": "?"}},
+                {"id": 3, "author": "u1", "author_detail": {"name": "One"}},
+                {"id": 4, "author": null}]},
+               "_meta": {"complete": false, "errors": {"authors": {"items": {"u2": {"reason": "connect"}}}},
+                         "fallback": ["authors"]}})
+    );
+}
+
+#[test]
+fn failed_items_without_fallback_are_null_in_the_array() {
+    let route = page(
+        r#"{"name":"posts","cluster":"posts","path":"/posts"},
+           {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author"}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    let sent: Vec<usize> = dispatches(&gather.on_event(answer(0, POSTS), MS))
+        .iter()
+        .map(|d| d.job)
+        .collect();
+    gather.on_event(
+        Event::Answered {
+            job: sent[0],
+            status: 404,
+            body: b"{}".to_vec(),
+        },
+        2 * MS,
+    );
+    let r = response(gather.on_event(answer(sent[1], "2"), 3 * MS));
+    assert_eq!(body(&r)["authors"], json!([null, 2]));
+    assert_eq!(
+        body(&r)["_meta"]["errors"]["authors"],
+        json!({"items": {"u1": {"reason": "status", "status": 404}}})
+    );
+}
+
+#[test]
+fn too_many_items_fails_the_call_without_dispatching() {
+    let route = page(
+        r#"{"name":"posts","cluster":"posts","path":"/posts"},
+           {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].id","max_fan_out":3}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    let r = response(gather.on_event(answer(0, POSTS), MS));
+    assert_eq!(
+        body(&r)["_meta"]["errors"]["authors"],
+        json!({"reason": "too_many_items"})
+    );
+}
+
+#[test]
+fn a_required_fan_out_fails_on_its_first_failed_item() {
+    let route = page(
+        r#"{"name":"posts","cluster":"posts","path":"/posts"},
+           {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author","required":true}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    let sent: Vec<usize> = dispatches(&gather.on_event(answer(0, POSTS), MS))
+        .iter()
+        .map(|d| d.job)
+        .collect();
+    let r = response(gather.on_event(
+        Event::Answered {
+            job: sent[1],
+            status: 503,
+            body: Vec::new(),
+        },
+        2 * MS,
+    ));
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        body(&r),
+        json!({"error": {"code": "required_call_failed", "call": "authors", "reason": "status", "status": 503, "item": "u2"}})
+    );
+}
+
+#[test]
+fn empty_item_lists_give_an_empty_array() {
+    let route = page(
+        r#"{"name":"posts","cluster":"posts","path":"/posts"},
+           {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author"}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    let r = response(gather.on_event(answer(0, r#"{"items":[]}"#), MS));
+    assert_eq!(body(&r)["authors"], json!([]));
+    assert_eq!(body(&r)["_meta"], json!({"complete": true}));
+}
+
+#[test]
+fn fields_fetch_only_what_is_named_and_its_dependencies() {
+    let route = page(
+        r#"{"name":"product","cluster":"c","path":"/p"},
+           {"name":"seller","cluster":"c","path":"/s/{calls.product.seller}"},
+           {"name":"reviews","cluster":"c","path":"/r","required":true}"#,
+    );
+    let (mut gather, actions) = start(&route, "1", "fields=seller");
+    let sent = dispatches(&actions);
+    assert_eq!(sent.len(), 1, "only the dependency starts");
+    assert_eq!(header(sent[0], ":path"), Some("/p"));
+    let actions = gather.on_event(answer(0, r#"{"seller":"s1"}"#), MS);
+    let job = dispatches(&actions)[0].job;
+    let r = response(gather.on_event(answer(job, r#"{"name":"S"}"#), 2 * MS));
+    assert_eq!(
+        body(&r),
+        json!({"seller": {"name": "S"}, "_meta": {"complete": true}})
+    );
+    assert_eq!(
+        r.header("server-timing")
+            .map(|t| t.starts_with("product;dur=")),
+        Some(true)
+    );
+}
+
+#[test]
+fn unknown_fields_are_a_400_listing_the_valid_names() {
+    let route =
+        page(r#"{"name":"a","cluster":"c","path":"/a"},{"name":"b","cluster":"c","path":"/b"}"#);
+    let (gather, actions) = start(&route, "1", "fields=a,%20nope");
+    assert!(gather.is_answered());
+    let r = response(actions);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        body(&r),
+        json!({"error": {"code": "unknown_field", "field": "nope", "valid": ["a", "b"]}})
+    );
+    let (_, actions) = start(&route, "1", "fields=");
+    assert_eq!(
+        dispatches(&actions).len(),
+        2,
+        "an empty list selects everything"
+    );
+}
+
+#[test]
+fn client_body_is_forwarded_with_its_content_type() {
+    let route = route(
+        r#"{"routes":[{"name":"order","match":{"path":"/o/{id}","methods":["POST"]},"calls":[
+            {"name":"create","cluster":"orders","method":"POST","path":"/orders","body":"{request.body}"},
+            {"name":"audit","cluster":"audit","method":"POST","path":"/audit",
+             "body":{"order":"{path.id}","qty":"{request.body.qty}","who":"user {request.body.user.name}","fixed":[1]}}]}]}"#,
+    );
+    assert!(route.client_body.needed && route.client_body.parsed);
+    let (_, actions) = start_with_body(
+        &route,
+        "",
+        r#"{"qty":2,"user":{"name":"Zoë"}}"#,
+        "application/json; charset=utf-8",
+    );
+    let sent = dispatches(&actions);
+    assert_eq!(
+        sent[0].body.as_deref(),
+        Some(r#"{"qty":2,"user":{"name":"Zoë"}}"#.as_bytes())
+    );
+    assert_eq!(
+        header(sent[0], "content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    let audit: Value = serde_json::from_slice(sent[1].body.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        audit,
+        json!({"order": "1", "qty": 2, "who": "user Zoë", "fixed": [1]})
+    );
+    assert_eq!(header(sent[1], "content-type"), Some("application/json"));
+}
+
+#[test]
+fn a_client_body_that_is_not_json_is_invalid_input() {
+    let route = route(
+        r#"{"routes":[{"name":"order","match":{"path":"/o/{id}","methods":["POST"]},"calls":[
+            {"name":"audit","cluster":"audit","method":"POST","path":"/audit","body":{"qty":"{request.body.qty}"},"required":true}]}]}"#,
+    );
+    let (_, actions) = start_with_body(&route, "", "qty=2", "application/x-www-form-urlencoded");
+    let r = response(actions);
+    assert_eq!(r.status, 400);
+    assert_eq!(body(&r)["error"]["reason"], "invalid_input");
 }

@@ -1,10 +1,11 @@
-//! One HTTP stream: matches the request, feeds the gather state machine with what Envoy
-//! reports, and carries out its actions (dispatch calls, send the one local reply).
+//! One HTTP stream: matches the request, reads what the route needs (headers, and the body
+//! when a call uses it), feeds the gather state machine with what Envoy reports, and carries
+//! out its actions (dispatch calls, send the one local reply).
 
 use super::{header_value, now_us};
-use crate::gather::{Action, Dispatch, Event, Gather};
-use crate::plan::{split_query, Plan};
-use crate::render::Response;
+use crate::gather::{Action, ClientRequest, Dispatch, Event, Gather};
+use crate::plan::{split_query, Plan, Route};
+use crate::render::{self, Response};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action as HostAction, BufferType, MapType, Status};
@@ -15,8 +16,16 @@ use std::time::Duration;
 pub struct Aggregation {
     plan: Rc<Plan>,
     gather: Option<Gather>,
-    /// Dispatched calls still expected: host token and call index.
+    /// A matched request held until its body has arrived.
+    awaiting_body: Option<Pending>,
+    /// Dispatched jobs still expected: host token and job.
     in_flight: Vec<(u32, usize)>,
+}
+
+struct Pending {
+    route: Rc<Route>,
+    request: ClientRequest,
+    received_us: u64,
 }
 
 impl Aggregation {
@@ -24,8 +33,33 @@ impl Aggregation {
         Aggregation {
             plan,
             gather: None,
+            awaiting_body: None,
             in_flight: Vec::new(),
         }
+    }
+
+    fn start(&mut self, pending: Pending) {
+        let (gather, actions) = Gather::start(
+            pending.route,
+            pending.request,
+            pending.received_us,
+            now_us(),
+        );
+        self.gather = Some(gather);
+        self.run(actions);
+    }
+
+    /// The body has arrived (or ended with trailers): read it and start.
+    fn body_complete(&mut self, body_size: usize) {
+        let Some(mut pending) = self.awaiting_body.take() else {
+            return;
+        };
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        pending.request.body = Some(body);
+        self.start(pending);
     }
 
     /// Carries out actions in order; a call the host refuses becomes an event at once.
@@ -51,7 +85,7 @@ impl Aggregation {
         }
     }
 
-    /// Hands a call to Envoy; a refusal comes back as the event it means.
+    /// Hands a job to Envoy; a refusal comes back as the event it means.
     fn dispatch(&mut self, dispatch: &Dispatch) -> Result<(), Event> {
         let headers: Vec<(&str, &str)> = dispatch
             .headers
@@ -59,18 +93,19 @@ impl Aggregation {
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         let timeout = Duration::from_millis(dispatch.timeout_ms);
-        match hostcalls::dispatch_http_call(&dispatch.cluster, headers, None, Vec::new(), timeout) {
+        let body = dispatch.body.as_deref();
+        match hostcalls::dispatch_http_call(&dispatch.cluster, headers, body, Vec::new(), timeout) {
             Ok(token) => {
-                self.in_flight.push((token, dispatch.call));
+                self.in_flight.push((token, dispatch.job));
                 Ok(())
             }
             // Envoy starts the call synchronously: with no healthy host it fails at once.
             Err(Status::InternalFailure) => Err(Event::Unreachable {
-                call: dispatch.call,
+                job: dispatch.job,
                 detail: format!("no healthy host in cluster \"{}\"", dispatch.cluster),
             }),
             Err(status) => Err(Event::Refused {
-                call: dispatch.call,
+                job: dispatch.job,
                 detail: format!(
                     "Envoy refused the call to cluster \"{}\" ({status:?}): unknown or not yet warmed cluster",
                     dispatch.cluster
@@ -95,17 +130,17 @@ fn respond(response: &Response) {
 
 /// Reads what Envoy holds for a finished call. Headers are read only when Envoy says there
 /// are some: without them there is no response, and reading would trap the VM.
-fn call_event(call: usize, num_headers: usize, body_size: usize, body_limit: u64) -> Event {
+fn call_event(job: usize, num_headers: usize, body_size: usize, body_limit: u64) -> Event {
     if num_headers == 0 {
-        return Event::Reset { call };
+        return Event::Reset { job };
     }
     let status = header_value(MapType::HttpCallResponseHeaders, ":status")
         .and_then(|s| s.parse::<u16>().ok());
     let Some(status) = status else {
-        return Event::Reset { call };
+        return Event::Reset { job };
     };
     if u64::try_from(body_size).unwrap_or(u64::MAX) > body_limit {
-        return Event::TooLarge { call, status };
+        return Event::TooLarge { job, status };
     }
     let body = if body_size == 0 {
         Vec::new()
@@ -115,7 +150,7 @@ fn call_event(call: usize, num_headers: usize, body_size: usize, body_limit: u64
             .flatten()
             .unwrap_or_default()
     };
-    Event::Answered { call, status, body }
+    Event::Answered { job, status, body }
 }
 
 impl Context for Aggregation {
@@ -133,18 +168,18 @@ impl Context for Aggregation {
         else {
             return;
         };
-        let (_, call) = self.in_flight.swap_remove(position);
+        let (_, job) = self.in_flight.swap_remove(position);
         let Some(gather) = self.gather.as_mut() else {
             return;
         };
-        let event = call_event(call, num_headers, body_size, gather.body_limit(call));
+        let event = call_event(job, num_headers, body_size, gather.body_limit(job));
         let actions = gather.on_event(event, now_us());
         self.run(actions);
     }
 }
 
 impl HttpContext for Aggregation {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> HostAction {
         if self.plan.routes.is_empty() {
             return HostAction::Continue;
         }
@@ -169,10 +204,65 @@ impl HttpContext for Aggregation {
             .map(|name| header_value(MapType::HttpRequestHeaders, name))
             .collect();
         let (_, query) = split_query(&path);
-        let (gather, actions) =
-            Gather::start(matched.route, matched.captures, query, headers, now_us());
-        self.gather = Some(gather);
-        self.run(actions);
+        let pending = Pending {
+            request: ClientRequest {
+                captures: matched.captures,
+                query: query.to_string(),
+                headers,
+                body: None,
+            },
+            route: matched.route,
+            received_us: now_us(),
+        };
+        if pending.route.client_body.needed && !end_of_stream {
+            // With allow_on_headers_stop_iteration, Pause holds the headers (nothing reaches the
+            // route's upstream) while the body still comes to on_http_request_body.
+            self.awaiting_body = Some(pending);
+        } else {
+            self.start(pending);
+        }
         HostAction::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
+        let Some(pending) = &self.awaiting_body else {
+            // A matched request never continues to the router, body included.
+            return self.hold_if_matched();
+        };
+        let limit = pending.route.client_body.max_bytes;
+        if u64::try_from(body_size).unwrap_or(u64::MAX) > limit {
+            self.awaiting_body = None;
+            let body =
+                serde_json::json!({"error": {"code": "request_body_too_large", "limit": limit}});
+            respond(&render::client_error(413, &body));
+            return HostAction::Pause;
+        }
+        if end_of_stream {
+            self.body_complete(body_size);
+        }
+        // Buffer the body: nothing of it goes on to the router.
+        HostAction::Pause
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> HostAction {
+        if self.awaiting_body.is_some() {
+            let size = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX)
+                .ok()
+                .flatten()
+                .map_or(0, |b| b.len());
+            self.body_complete(size);
+            return HostAction::Pause;
+        }
+        self.hold_if_matched()
+    }
+}
+
+impl Aggregation {
+    fn hold_if_matched(&self) -> HostAction {
+        if self.gather.is_some() {
+            HostAction::Pause
+        } else {
+            HostAction::Continue
+        }
     }
 }

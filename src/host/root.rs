@@ -31,8 +31,13 @@ impl RootContext for Root {
                     .routes
                     .iter()
                     .map(|r| {
+                        let body = if r.client_body.needed {
+                            ", reads the client body: needs allow_on_headers_stop_iteration"
+                        } else {
+                            ""
+                        };
                         format!(
-                            "{} ({}, {} calls)",
+                            "{} ({}, {} calls{body})",
                             r.name,
                             r.describe_match(),
                             r.calls.len()

@@ -1,5 +1,6 @@
-//! Templates (SPEC §3): `{source.name}` placeholders in call paths and header values, parsed
-//! once at configure time and rendered per request with the encoding rules of §3.1.
+//! Templates (SPEC §3): `{source.name}` placeholders in call paths, header values and body
+//! strings, parsed once at configure time and rendered per request with the encoding rules
+//! of §3.1.
 
 use super::matcher::Capture;
 use crate::encoding::percent_encode_into;
@@ -12,7 +13,14 @@ pub enum Source {
     Path(usize),
     Query(usize),
     Header(usize),
-    Call { call: usize, path: JsonPath },
+    Call {
+        call: usize,
+        path: JsonPath,
+    },
+    /// `{item}`: the value a `for_each` call is made for.
+    Item,
+    /// `{request.body.<path>}`: a value from the client's JSON body.
+    RequestBody(JsonPath),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +48,10 @@ pub trait Resolve {
     fn query(&mut self, name: &str) -> usize;
     fn header(&mut self, name: &str) -> usize;
     fn call(&mut self, name: &str) -> Result<usize, String>;
+    /// `{item}` is allowed only in calls with `for_each`.
+    fn item(&mut self) -> Result<(), String>;
+    /// Notes that the route reads fields of the client's JSON body.
+    fn request_body_field(&mut self);
 }
 
 /// The per-request values a template can read.
@@ -50,6 +62,10 @@ pub trait Inputs {
     fn header(&self, slot: usize) -> Option<&str>;
     /// The JSON body of an earlier call (or its fallback).
     fn call_body(&self, call: usize) -> Option<&Value>;
+    /// The current `for_each` item.
+    fn item(&self) -> Option<&Value>;
+    /// The client's body parsed as JSON: `None` without a body, `Some(Err)` if it is not JSON.
+    fn request_json(&self) -> Option<Result<&Value, ()>>;
 }
 
 /// Why a template could not be rendered; maps to reasons `missing_input` / `invalid_input`.
@@ -64,6 +80,8 @@ pub enum RenderError {
 pub enum Target {
     Path,
     Header,
+    /// Text inside a JSON string: written as is (JSON escaping comes later).
+    JsonText,
 }
 
 impl Template {
@@ -99,6 +117,14 @@ impl Template {
         })
     }
 
+    /// The placeholder, when the template is exactly one placeholder and nothing else.
+    pub fn as_single_placeholder(&self) -> Option<&Placeholder> {
+        match self.pieces.as_slice() {
+            [Piece::Value(placeholder)] => Some(placeholder),
+            _ => None,
+        }
+    }
+
     pub fn literals(&self) -> impl Iterator<Item = &str> {
         self.pieces.iter().filter_map(|piece| match piece {
             Piece::Literal(text) => Some(text.as_str()),
@@ -123,6 +149,7 @@ impl Template {
                             write_encoded(&value, in_query, &mut out).ok_or_else(invalid)?
                         }
                         Target::Header => write_header(&value, &mut out).ok_or_else(invalid)?,
+                        Target::JsonText => write_plain(&value, &mut out),
                     }
                 }
             }
@@ -133,7 +160,41 @@ impl Template {
 
 impl Placeholder {
     fn reads_client_input(&self) -> bool {
-        !matches!(self.source, Source::Call { .. })
+        !matches!(self.source, Source::Call { .. } | Source::Item)
+    }
+
+    /// The value as JSON, keeping its type (SPEC §3.4: a body leaf that is exactly one
+    /// placeholder). Client text stays a string; `null` and empty values are absent.
+    pub fn resolve_json(&self, inputs: &dyn Inputs) -> Result<Value, RenderError> {
+        let found = match &self.source {
+            Source::Path(slot) => match inputs.capture(*slot) {
+                Some(Capture::Segment(s)) => Some(Value::String(s.clone())),
+                Some(Capture::Rest(segments)) => Some(Value::String(segments.join("/"))),
+                Some(Capture::Invalid) => return Err(self.invalid()),
+                None => None,
+            },
+            Source::Query(slot) => match inputs.query(*slot) {
+                Some(Some(s)) => Some(Value::String(s.to_string())),
+                Some(None) => return Err(self.invalid()),
+                None => None,
+            },
+            Source::Header(slot) => inputs.header(*slot).map(|s| Value::String(s.to_string())),
+            Source::Call { call, path } => inputs
+                .call_body(*call)
+                .and_then(|body| owned(path.find(body))),
+            Source::Item => inputs.item().cloned(),
+            Source::RequestBody(path) => match inputs.request_json() {
+                Some(Ok(body)) => owned(path.find(body)),
+                Some(Err(())) => return Err(self.invalid()),
+                None => None,
+            },
+        };
+        let present = found.filter(|v| !is_absent(v));
+        match (present, &self.default) {
+            (Some(value), _) => Ok(value),
+            (None, Some(default)) => Ok(Value::String(default.clone())),
+            (None, None) => Err(self.missing()),
+        }
     }
 
     fn missing(&self) -> RenderError {
@@ -157,6 +218,19 @@ fn parse_placeholder(inner: &str, resolve: &mut dyn Resolve) -> Result<Placehold
         None => (inner, None),
     };
     let bad = |why: &str| format!("placeholder \"{{{inner}}}\": {why}");
+    if reference == "item" {
+        resolve.item().map_err(|why| bad(&why))?;
+        return Ok(Placeholder {
+            source: Source::Item,
+            default,
+            text: reference.to_string(),
+        });
+    }
+    if reference == "request.body" {
+        return Err(bad(
+            "the whole client body can only be a call's entire body: \"body\": \"{request.body}\"",
+        ));
+    }
     let Some((kind, name)) = reference.split_once('.') else {
         return Err(bad(
             "expected path.<capture>, query.<param>, header.<name> or calls.<call>.<path>",
@@ -184,7 +258,20 @@ fn parse_placeholder(inner: &str, resolve: &mut dyn Resolve) -> Result<Placehold
             let path = JsonPath::parse(path).map_err(|why| bad(&why))?;
             Source::Call { call, path }
         }
-        _ => return Err(bad("unknown source (use path., query., header. or calls.)")),
+        "request" => {
+            let Some(path) = name.strip_prefix("body.") else {
+                return Err(bad(
+                    "use request.body.<field> (or the whole body as a call's body)",
+                ));
+            };
+            resolve.request_body_field();
+            Source::RequestBody(JsonPath::parse(path).map_err(|why| bad(&why))?)
+        }
+        _ => {
+            return Err(bad(
+                "unknown source (use path., query., header., calls., request.body. or item)",
+            ))
+        }
     };
     Ok(Placeholder {
         source,
@@ -224,10 +311,18 @@ fn resolve_value<'a>(
             None => None,
         },
         Source::Header(slot) => inputs.header(*slot).map(|s| Resolved::One(s.into())),
-        Source::Call { call, path } => match inputs.call_body(*call).map(|body| path.find(body)) {
-            None | Some(Found::Nothing) => None,
-            Some(Found::One(value)) => from_json(value, placeholder)?,
-            Some(Found::Many(values)) => from_json_list(values.into_iter(), placeholder)?,
+        Source::Call { call, path } => from_found(
+            inputs.call_body(*call).map(|body| path.find(body)),
+            placeholder,
+        )?,
+        Source::Item => match inputs.item() {
+            Some(value) => from_json(value, placeholder)?,
+            None => None,
+        },
+        Source::RequestBody(path) => match inputs.request_json() {
+            Some(Ok(body)) => from_found(Some(path.find(body)), placeholder)?,
+            Some(Err(())) => return Err(placeholder.invalid()),
+            None => None,
         },
     };
     let present = match found {
@@ -238,6 +333,36 @@ fn resolve_value<'a>(
         (Some(value), _) => Ok(value),
         (None, Some(default)) => Ok(Resolved::One(default.as_str().into())),
         (None, None) => Err(placeholder.missing()),
+    }
+}
+
+fn from_found<'a>(
+    found: Option<Found<'a>>,
+    placeholder: &Placeholder,
+) -> Result<Option<Resolved<'a>>, RenderError> {
+    match found {
+        None | Some(Found::Nothing) => Ok(None),
+        Some(Found::One(value)) => from_json(value, placeholder),
+        Some(Found::Many(values)) => from_json_list(values.into_iter(), placeholder),
+    }
+}
+
+/// What a path found, as one owned JSON value (`[*]` gives an array).
+fn owned(found: Found<'_>) -> Option<Value> {
+    match found {
+        Found::Nothing => None,
+        Found::One(value) => Some(value.clone()),
+        Found::Many(values) => Some(Value::Array(values.into_iter().cloned().collect())),
+    }
+}
+
+/// `null`, an empty string and an empty array count as absent, so defaults apply.
+fn is_absent(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        _ => false,
     }
 }
 
@@ -305,6 +430,15 @@ fn write_encoded(value: &Resolved<'_>, in_query: bool, out: &mut String) -> Opti
     Some(())
 }
 
+/// Text inside a JSON string: values as they are (JSON escaping happens on serialisation).
+fn write_plain(value: &Resolved<'_>, out: &mut String) {
+    match value {
+        Resolved::One(text) => out.push_str(text),
+        Resolved::List(items) => out.push_str(&items.join(",")),
+        Resolved::Segments(segments) => out.push_str(&segments.join("/")),
+    }
+}
+
 /// Header values are written as they are; CR, LF and NUL are refused (SPEC §3.1).
 fn write_header(value: &Resolved<'_>, out: &mut String) -> Option<()> {
     let start = out.len();
@@ -345,6 +479,10 @@ mod tests {
                 .position(|n| *n == name)
                 .ok_or_else(|| format!("no call named \"{name}\""))
         }
+        fn item(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn request_body_field(&mut self) {}
     }
 
     fn intern(list: &mut Vec<String>, name: &str) -> usize {
@@ -360,6 +498,8 @@ mod tests {
         queries: Vec<Option<Option<String>>>,
         headers: Vec<Option<String>>,
         bodies: Vec<Option<Value>>,
+        item: Option<Value>,
+        request: Option<Result<Value, ()>>,
     }
 
     impl Inputs for Values {
@@ -374,6 +514,12 @@ mod tests {
         }
         fn call_body(&self, call: usize) -> Option<&Value> {
             self.bodies.get(call)?.as_ref()
+        }
+        fn item(&self) -> Option<&Value> {
+            self.item.as_ref()
+        }
+        fn request_json(&self) -> Option<Result<&Value, ()>> {
+            self.request.as_ref().map(|r| r.as_ref().map_err(|_| ()))
         }
     }
 
@@ -395,6 +541,8 @@ mod tests {
                 ),
                 None,
             ],
+            item: Some(json!("u/1")),
+            request: Some(Ok(json!({"user": {"id": 5, "tags": ["x"]}, "note": ""}))),
         }
     }
 
@@ -507,6 +655,49 @@ mod tests {
         ));
         v.queries = vec![Some(Some("bad\0".into()))];
         assert!(parse("{query.q}").render(&v, Target::Header).is_err());
+    }
+
+    #[test]
+    fn item_and_client_body_fields_are_sources_too() {
+        let v = values();
+        let render = |t: &str| parse(t).render(&v, Target::Path);
+        assert_eq!(render("/u/{item}").unwrap(), "/u/u%2F1");
+        assert_eq!(
+            render("/u/{request.body.user.id}?t={request.body.user.tags}").unwrap(),
+            "/u/5?t=x"
+        );
+        assert_eq!(
+            render("/n/{request.body.note|none}").unwrap(),
+            "/n/none",
+            "empty counts as absent"
+        );
+        let mut not_json = values();
+        not_json.request = Some(Err(()));
+        assert!(matches!(
+            parse("/{request.body.user.id}").render(&not_json, Target::Path),
+            Err(RenderError::Invalid {
+                from_client: true,
+                ..
+            })
+        ));
+        let placeholder = parse("{request.body.user}");
+        let exact = placeholder.as_single_placeholder().unwrap();
+        assert_eq!(
+            exact.resolve_json(&v).unwrap(),
+            json!({"id": 5, "tags": ["x"]})
+        );
+        assert_eq!(
+            parse("{item}")
+                .as_single_placeholder()
+                .unwrap()
+                .resolve_json(&v)
+                .unwrap(),
+            json!("u/1")
+        );
+        assert_eq!(
+            parse("a {item}").render(&v, Target::JsonText).unwrap(),
+            "a u/1"
+        );
     }
 
     #[test]

@@ -209,3 +209,68 @@ fn invalid_configurations_name_route_call_and_key() {
         assert!(!e.contains('\n'), "one line: {e}");
     }
 }
+
+#[test]
+fn fan_out_join_and_body_are_checked_at_load() {
+    let posts = r#"{"name":"posts","cluster":"c","path":"/posts"}"#;
+    let cases: &[(String, &str)] = &[
+        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/{item}"}"#), r#"call "a" key "path": placeholder "{item}": {item} needs for_each on the call"#),
+        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/{{item}}","for_each":"calls.posts.items"}}"#)), r#"call "a" key "for_each": needs [*]"#),
+        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/{item}","for_each":"calls.ghost.items[*]"}"#), r#"call "a" key "for_each": the route has no call named "ghost""#),
+        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a","for_each":"calls.posts.items[*]"}}"#)), r#"call "a" key "for_each": the call never uses {item}"#),
+        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"posts.items[*]"}}"#)), r#"call "a" key "for_each": must read an earlier call"#),
+        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a","join":{{"into":"posts.items","on":"id","as":"x"}}}}"#)), r#"call "a" key "join": only applies to a call with for_each"#),
+        (route_with_calls(&format!(r#"{posts},{{"name":"b","cluster":"c","path":"/b"}},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"b.items","on":"id","as":"x"}}}}"#)), r#"call "a" key "join.into": must be in the body of the call for_each reads"#),
+        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"posts.items","on":"id","as":"x","extra":1}}}}"#)), r#"call "a" key "join": unknown field `extra`"#),
+        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","max_fan_out":5000}}"#)), r#"call "a" key "max_fan_out": must be between 1 and 1000"#),
+        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a","max_fan_out":5}"#), r#"call "a" key "max_fan_out": only applies to a call with for_each"#),
+        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a","body":{"whole":"{request.body}"}}"#), r#"call "a" key "body": placeholder "{request.body}": the whole client body can only be a call's entire body"#),
+        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a/{request.id}"}"#), r#"call "a" key "path": placeholder "{request.id}": use request.body.<field>"#),
+        (r#"{"routes":[{"name":"r","match":{"path":"/"},"fields_param":"","calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#.to_string(), r#"route "r" key "fields_param": must be a non-empty string, or null"#),
+    ];
+    for (json, expected) in cases {
+        let e = compile(json).unwrap_err();
+        assert!(e.contains(expected), "\n got: {e}\nwant: {expected}");
+    }
+}
+
+#[test]
+fn fan_out_and_bodies_compile_into_the_plan() {
+    let plan = compile(
+        r#"{"routes":[{"name":"r","match":{"path":"/o/{id}","methods":["POST"]},"fields_param":null,"max_body_bytes":100,"calls":[
+        {"name":"posts","cluster":"c","path":"/posts"},
+        {"name":"authors","cluster":"c","path":"/u/{item}","for_each":"calls.posts.items[*].author","join":{"into":"posts.items","on":"author","as":"detail"}},
+        {"name":"create","cluster":"c","method":"POST","path":"/o","body":"{request.body}"},
+        {"name":"retryable","cluster":"c","method":"POST","path":"/o","unsafe":true}]}]}"#,
+    )
+    .unwrap();
+    let route = &plan.routes[0];
+    assert_eq!(route.fields_param, None);
+    assert_eq!(
+        route.client_body,
+        ClientBodyUse {
+            needed: true,
+            parsed: false,
+            max_bytes: 100
+        }
+    );
+    assert!(route.headers.contains(&"content-type".to_string()));
+    let authors = &route.calls[1];
+    assert_eq!(authors.dependencies, [0]);
+    assert_eq!(
+        authors.fan_out.as_ref().map(|f| (f.source, f.max_items)),
+        Some((0, 32))
+    );
+    assert_eq!(
+        authors.join.as_ref().map(|j| (j.target, j.key.as_str())),
+        Some((0, "detail"))
+    );
+    assert!(
+        route.calls[0].body_needed,
+        "for_each and join read the posts body"
+    );
+    assert!(authors.parses_answers(), "joined answers are parsed");
+    assert!(route.calls[0].may_repeat, "GET is idempotent");
+    assert!(!route.calls[2].may_repeat, "POST is not");
+    assert!(route.calls[3].may_repeat, "unless the call says unsafe");
+}

@@ -605,6 +605,8 @@ pub struct EnvoyBuilder {
     concurrency: usize,
     /// `Some(prefixes)`: the filter is disabled except on routes with these path prefixes.
     filter_only_on: Option<Vec<String>>,
+    /// `allow_on_headers_stop_iteration` on the Wasm filter (default true, as shipped).
+    hold_headers: bool,
 }
 
 impl EnvoyBuilder {
@@ -644,6 +646,13 @@ impl EnvoyBuilder {
     }
 
     /// No wasm filter at all: plain Envoy (launcher checks, baselines).
+    /// Leaves Envoy's default `allow_on_headers_stop_iteration: false`, to show what happens
+    /// to routes that read the client body without it.
+    pub fn without_header_hold(mut self) -> Self {
+        self.hold_headers = false;
+        self
+    }
+
     pub fn without_filter(mut self) -> Self {
         self.with_filter = false;
         self
@@ -787,6 +796,7 @@ impl EnvoyBuilder {
                     "name": FILTER_NAME,
                     "root_id": FILTER_NAME,
                     "failure_policy": "FAIL_CLOSED",
+                    "allow_on_headers_stop_iteration": self.hold_headers,
                     "vm_config": {
                         "vm_id": FILTER_NAME,
                         "runtime": "envoy.wasm.runtime.v8",
@@ -853,6 +863,7 @@ impl Envoy {
             default_upstream: None,
             concurrency: 1,
             filter_only_on: None,
+            hold_headers: true,
         }
     }
 

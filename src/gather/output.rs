@@ -1,0 +1,167 @@
+//! What the client sees of each call: its bytes under its key (spliced as received when
+//! possible), its status for `_meta`, and `join` results merged into their target call.
+
+use super::selection::Selection;
+use super::state::{CallState, Fanned, Outcome};
+use crate::plan::{Join, Route};
+use crate::render::{CallStatus, CallView};
+use serde_json::Value;
+use std::borrow::Cow;
+
+pub fn views<'a>(
+    route: &'a Route,
+    states: &'a [CallState],
+    selection: &Selection,
+) -> Vec<CallView<'a>> {
+    route
+        .calls
+        .iter()
+        .zip(states)
+        .enumerate()
+        .map(|(call, (plan, state))| {
+            let emitted = selection.emitted.get(call).copied().unwrap_or(false);
+            let has_fallback = plan.fallback.is_some();
+            let (status, fell_back, duration_us) = match state {
+                CallState::Skipped => (CallStatus::NotFetched, false, None),
+                CallState::Waiting | CallState::Running { .. } => {
+                    (CallStatus::Unfinished, false, None)
+                }
+                CallState::Done {
+                    outcome,
+                    duration_us,
+                } => match outcome {
+                    Outcome::Succeeded(_) => (CallStatus::Succeeded, false, *duration_us),
+                    Outcome::Failed(failure) => {
+                        (CallStatus::Failed(failure), has_fallback, *duration_us)
+                    }
+                    Outcome::Fanned(fanned) => {
+                        let failures: Vec<_> = fanned.failures().collect();
+                        let fell_back = has_fallback && !failures.is_empty();
+                        let status = if failures.is_empty() {
+                            CallStatus::Succeeded
+                        } else {
+                            CallStatus::ItemsFailed(failures)
+                        };
+                        (status, fell_back, *duration_us)
+                    }
+                },
+            };
+            CallView {
+                name: &plan.name,
+                output: if emitted {
+                    output(route, states, call)
+                } else {
+                    None
+                },
+                status,
+                fell_back,
+                duration_us,
+            }
+        })
+        .collect()
+}
+
+/// The JSON under a call's key, or `None` when the key is left out.
+fn output<'a>(route: &'a Route, states: &'a [CallState], call: usize) -> Option<Cow<'a, [u8]>> {
+    let plan = route.calls.get(call)?;
+    let CallState::Done { outcome, .. } = states.get(call)? else {
+        return None;
+    };
+    let fallback = plan.fallback.as_ref();
+    let joins: Vec<(&Join, &Fanned, Option<&Value>)> = joins_into(route, states, call).collect();
+    if !joins.is_empty() {
+        let mut base = match outcome {
+            Outcome::Succeeded(success) => success
+                .value
+                .clone()
+                .or_else(|| serde_json::from_slice(&success.json).ok())?,
+            Outcome::Failed(_) => fallback?.value.clone(),
+            Outcome::Fanned(_) => return None,
+        };
+        for (join, fanned, item_fallback) in joins {
+            apply_join(&mut base, join, fanned, item_fallback);
+        }
+        return serde_json::to_vec(&base).ok().map(Cow::Owned);
+    }
+    match outcome {
+        Outcome::Succeeded(success) => Some(Cow::Borrowed(&success.json)),
+        Outcome::Failed(_) => fallback.map(|f| Cow::Borrowed(f.json.as_slice())),
+        Outcome::Fanned(fanned) => Some(Cow::Owned(item_array(
+            fanned,
+            fallback.map(|f| f.json.as_slice()),
+        ))),
+    }
+}
+
+/// The finished `for_each` calls that join into `target`, in configuration order.
+fn joins_into<'a>(
+    route: &'a Route,
+    states: &'a [CallState],
+    target: usize,
+) -> impl Iterator<Item = (&'a Join, &'a Fanned, Option<&'a Value>)> {
+    route
+        .calls
+        .iter()
+        .zip(states)
+        .filter_map(move |(plan, state)| {
+            let join = plan.join.as_ref().filter(|j| j.target == target)?;
+            match state {
+                CallState::Done {
+                    outcome: Outcome::Fanned(fanned),
+                    ..
+                } => Some((join, fanned, plan.fallback.as_ref().map(|f| &f.value))),
+                _ => None,
+            }
+        })
+}
+
+/// Each element of the array at `join.into` whose `join.on` equals an item gets that item's
+/// result (or the call's fallback) under `join.key`; a failed item without fallback adds nothing.
+fn apply_join(base: &mut Value, join: &Join, fanned: &Fanned, fallback: Option<&Value>) {
+    let Some(Value::Array(elements)) = join.into.find_mut(base) else {
+        return;
+    };
+    for element in elements {
+        let Some(on) = single(join.on.find(element)) else {
+            continue;
+        };
+        let Some(item) = fanned.items.iter().find(|item| item.value == *on) else {
+            continue;
+        };
+        let detail = match &item.result {
+            Some(Ok(success)) => success
+                .value
+                .clone()
+                .or_else(|| serde_json::from_slice(&success.json).ok()),
+            Some(Err(_)) => fallback.cloned(),
+            None => None,
+        };
+        if let (Some(detail), Value::Object(map)) = (detail, element) {
+            map.insert(join.key.clone(), detail);
+        }
+    }
+}
+
+fn single(found: crate::json_path::Found<'_>) -> Option<&Value> {
+    match found {
+        crate::json_path::Found::One(value) => Some(value),
+        _ => None,
+    }
+}
+
+/// `[item results...]` in item order: a failed item is its fallback, or `null`.
+fn item_array(fanned: &Fanned, fallback: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + fanned.items.len() * 64);
+    out.push(b'[');
+    for (i, item) in fanned.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match &item.result {
+            Some(Ok(success)) => out.extend_from_slice(&success.json),
+            _ => out.extend_from_slice(fallback.unwrap_or(b"null")),
+        }
+    }
+    out.push(b']');
+    out
+}

@@ -1,0 +1,79 @@
+//! Selective fetching (SPEC §5): `?fields=a,b` fetches only the named calls and what they
+//! depend on, and emits only the named ones.
+
+use crate::encoding::query_param;
+use crate::plan::Route;
+use crate::render::{self, Response};
+
+/// Which calls a request fetches and which it shows.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Selection {
+    pub fetched: Vec<bool>,
+    pub emitted: Vec<bool>,
+}
+
+/// The selection asked for by the query, or the 400 answer to an unknown name.
+pub fn select(route: &Route, query: &str) -> Result<Selection, Response> {
+    let count = route.calls.len();
+    let asked = route
+        .fields_param
+        .as_deref()
+        .and_then(|param| query_param(query, param))
+        .flatten()
+        .filter(|list| !list.trim().is_empty());
+    let Some(list) = asked else {
+        return Ok(Selection {
+            fetched: vec![true; count],
+            emitted: route.calls.iter().map(|c| c.join.is_none()).collect(),
+        });
+    };
+    let mut named = vec![false; count];
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match route.call_index(name) {
+            Some(call) => {
+                if let Some(flag) = named.get_mut(call) {
+                    *flag = true;
+                }
+            }
+            None => return Err(unknown_field(route, name)),
+        }
+    }
+    let mut emitted = vec![false; count];
+    for (call, plan) in route.calls.iter().enumerate() {
+        if !named.get(call).copied().unwrap_or(false) {
+            continue;
+        }
+        // A joined call shows up inside the call it joins into.
+        let shown = plan.join.as_ref().map_or(call, |join| join.target);
+        if let Some(flag) = emitted.get_mut(shown) {
+            *flag = true;
+        }
+    }
+    Ok(Selection {
+        fetched: with_dependencies(route, named),
+        emitted,
+    })
+}
+
+/// Adds every dependency of a fetched call, transitively (`order` lists dependents last).
+fn with_dependencies(route: &Route, mut fetched: Vec<bool>) -> Vec<bool> {
+    for &call in route.order.iter().rev() {
+        if !fetched.get(call).copied().unwrap_or(false) {
+            continue;
+        }
+        for &dependency in route.calls.get(call).map_or(&[][..], |c| &c.dependencies) {
+            if let Some(flag) = fetched.get_mut(dependency) {
+                *flag = true;
+            }
+        }
+    }
+    fetched
+}
+
+fn unknown_field(route: &Route, name: &str) -> Response {
+    let valid: Vec<&str> = route.calls.iter().map(|c| c.name.as_str()).collect();
+    let body = serde_json::json!({
+        "error": {"code": "unknown_field", "field": name, "valid": valid}
+    });
+    render::client_error(400, &body)
+}

@@ -1,0 +1,584 @@
+//! Compiling the configuration into the plan: every check that can be made before the first
+//! request is made here, once, and fails with an error naming route, call and key.
+
+use super::body::BodyTemplate;
+use super::matcher::PathPattern;
+use super::template::{self, Resolve, Source, Template};
+use super::{graph, Call, ClientBodyUse, Fallback, FanOut, Join, Plan, Route};
+use crate::config::{self, CallConfig, Config, ConfigError, JoinConfig, Place, RouteConfig};
+use crate::json_path::JsonPath;
+use std::rc::Rc;
+
+/// Upper bound of every `*_ms` setting: Envoy's call timeout is a 32-bit millisecond count.
+pub const MAX_MS: u64 = 86_400_000;
+pub const MAX_BODY_BYTES: u64 = 1 << 30;
+/// Upper bound of `max_fan_out`: a safety net against configurations that could flood a cluster.
+pub const MAX_FAN_OUT: u64 = 1000;
+const MAX_NAME_LEN: usize = 64;
+/// Headers a call may neither set nor forward: Envoy owns them or they would break framing.
+const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+    "expect",
+];
+const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "cookie"];
+/// Methods that may be sent twice with the same effect (RFC 9110 §9.2.2).
+const IDEMPOTENT_METHODS: [&str; 6] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
+
+pub fn plan(config: &Config) -> Result<Plan, ConfigError> {
+    let mut routes: Vec<Rc<Route>> = Vec::with_capacity(config.routes.len());
+    for route in &config.routes {
+        let place = Place::route(&route.name);
+        check_name(&route.name).map_err(|why| place.error(Some("name"), why))?;
+        if routes.iter().any(|r| r.name == route.name) {
+            return Err(place.error(Some("name"), "another route has the same name"));
+        }
+        routes.push(Rc::new(compile_route(route, &config.defaults, &place)?));
+    }
+    Ok(Plan { routes })
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{name}\" is not a valid name: use 1 to {MAX_NAME_LEN} of [a-z0-9_-]"
+        ))
+    }
+}
+
+fn check_range(
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+    place: &Place,
+    key: &str,
+) -> Result<u64, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(place.error(
+            Some(key),
+            format!("must be between {} and {}", range.start(), range.end()),
+        ))
+    }
+}
+
+fn check_method(method: &str) -> Result<String, String> {
+    let upper = method.to_ascii_uppercase();
+    if !upper.is_empty() && upper.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
+        Ok(upper)
+    } else {
+        Err(format!("\"{method}\" is not an HTTP method"))
+    }
+}
+
+/// Normalises a header name for forwarding or setting; refuses pseudo and reserved headers.
+fn check_header_name(name: &str) -> Result<String, String> {
+    let lower = name.to_ascii_lowercase();
+    if !template::is_header_name(&lower) {
+        return Err(format!("\"{name}\" is not a valid header name"));
+    }
+    if RESERVED_HEADERS.contains(&lower.as_str()) {
+        return Err(format!(
+            "header \"{name}\" is managed by Envoy and cannot be set or forwarded"
+        ));
+    }
+    Ok(lower)
+}
+
+fn lower_header_list(
+    names: &[String],
+    place: &Place,
+    key: &str,
+    credentials_allowed: bool,
+) -> Result<Vec<String>, ConfigError> {
+    names
+        .iter()
+        .map(|name| {
+            let lower = check_header_name(name).map_err(|why| place.error(Some(key), why))?;
+            if !credentials_allowed && CREDENTIAL_HEADERS.contains(&lower.as_str()) {
+                return Err(place.error(
+                    Some(key),
+                    format!(
+                        "\"{lower}\" is a credential: list it in the forward_headers of each call that needs it"
+                    ),
+                ));
+            }
+            Ok(lower)
+        })
+        .collect()
+}
+
+/// Slots of the client inputs a route's templates read, and the names of its calls.
+struct RouteInputs<'a> {
+    captures: Vec<String>,
+    query_params: Vec<String>,
+    headers: Vec<String>,
+    call_names: Vec<&'a str>,
+    current_call: usize,
+    /// The call being compiled has `for_each`, so `{item}` is allowed.
+    item_allowed: bool,
+    reads_body_fields: bool,
+}
+
+fn intern(list: &mut Vec<String>, name: &str) -> usize {
+    match list.iter().position(|n| n == name) {
+        Some(slot) => slot,
+        None => {
+            list.push(name.to_string());
+            list.len() - 1
+        }
+    }
+}
+
+impl Resolve for RouteInputs<'_> {
+    fn capture(&mut self, name: &str) -> Option<usize> {
+        self.captures.iter().position(|n| n == name)
+    }
+
+    fn query(&mut self, name: &str) -> usize {
+        intern(&mut self.query_params, name)
+    }
+
+    fn header(&mut self, name: &str) -> usize {
+        intern(&mut self.headers, name)
+    }
+
+    fn call(&mut self, name: &str) -> Result<usize, String> {
+        match self.call_names.iter().position(|n| *n == name) {
+            Some(call) if call == self.current_call => {
+                Err("a call cannot read its own response".to_string())
+            }
+            Some(call) => Ok(call),
+            None => Err(format!("the route has no call named \"{name}\"")),
+        }
+    }
+
+    fn item(&mut self) -> Result<(), String> {
+        if self.item_allowed {
+            Ok(())
+        } else {
+            Err("{item} needs for_each on the call".to_string())
+        }
+    }
+
+    fn request_body_field(&mut self) {
+        self.reads_body_fields = true;
+    }
+}
+
+fn compile_route(
+    route: &RouteConfig,
+    defaults: &config::Defaults,
+    place: &Place,
+) -> Result<Route, ConfigError> {
+    let pattern =
+        PathPattern::parse(&route.path).map_err(|why| place.error(Some("match.path"), why))?;
+    let methods = if route.methods.is_empty() {
+        return Err(place.error(Some("match.methods"), "must list at least one method"));
+    } else {
+        route
+            .methods
+            .iter()
+            .map(|m| check_method(m).map_err(|why| place.error(Some("match.methods"), why)))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let match_headers = route
+        .match_headers
+        .iter()
+        .map(|(name, value)| {
+            let lower = name.to_ascii_lowercase();
+            let valid = lower == ":authority" || template::is_header_name(&lower);
+            if valid {
+                Ok((lower, value.clone()))
+            } else {
+                Err(place.error(
+                    Some("match.headers"),
+                    format!("\"{name}\" is not a valid header name"),
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let deadline_ms = check_range(
+        route.deadline_ms.unwrap_or(defaults.deadline_ms),
+        1..=MAX_MS,
+        place,
+        "deadline_ms",
+    )?;
+    if route.calls.is_empty() {
+        return Err(place.error(Some("calls"), "must list at least one call"));
+    }
+    let meta_key = match &route.response.meta {
+        Some(key) if key.is_empty() => {
+            return Err(place.error(
+                Some("response.meta"),
+                "must not be empty (use null to omit)",
+            ))
+        }
+        Some(key) => Some(
+            serde_json::to_string(key)
+                .map_err(|e| place.error(Some("response.meta"), e.to_string()))?,
+        ),
+        None => None,
+    };
+
+    let mut inherited_forward = lower_header_list(
+        &defaults.forward_headers,
+        place,
+        "defaults.forward_headers",
+        false,
+    )?;
+    for name in lower_header_list(&route.forward_headers, place, "forward_headers", false)? {
+        if !inherited_forward.contains(&name) {
+            inherited_forward.push(name);
+        }
+    }
+
+    let call_names: Vec<&str> = route.calls.iter().map(|c| c.name.as_str()).collect();
+    let mut inputs = RouteInputs {
+        captures: pattern.capture_names().to_vec(),
+        query_params: Vec::new(),
+        headers: Vec::new(),
+        call_names: call_names.clone(),
+        current_call: 0,
+        item_allowed: false,
+        reads_body_fields: false,
+    };
+    let mut calls = Vec::with_capacity(route.calls.len());
+    for (index, call) in route.calls.iter().enumerate() {
+        let call_place = place.call(&call.name);
+        check_name(&call.name).map_err(|why| call_place.error(Some("name"), why))?;
+        if call_names
+            .get(..index)
+            .is_some_and(|earlier| earlier.contains(&call.name.as_str()))
+        {
+            return Err(
+                call_place.error(Some("name"), "another call of this route has the same name")
+            );
+        }
+        if meta_key.as_deref() == serde_json::to_string(&call.name).ok().as_deref() {
+            return Err(call_place.error(
+                Some("name"),
+                "clashes with the completeness object's key (response.meta)",
+            ));
+        }
+        inputs.current_call = index;
+        inputs.item_allowed = call.for_each.is_some();
+        calls.push(compile_call(
+            call,
+            route,
+            defaults,
+            &inherited_forward,
+            &mut inputs,
+            &call_place,
+        )?);
+    }
+
+    let dependencies: Vec<Vec<usize>> = calls.iter().map(|c| c.dependencies.clone()).collect();
+    let order =
+        graph::order(&dependencies, &call_names).map_err(|why| place.error(Some("calls"), why))?;
+    for call in 0..calls.len() {
+        let needed = calls.iter().any(|c| reads_body_of(c, call));
+        if let Some(c) = calls.get_mut(call) {
+            c.body_needed = needed;
+        }
+    }
+    let client_body = ClientBodyUse {
+        needed: inputs.reads_body_fields
+            || calls
+                .iter()
+                .any(|c| matches!(c.body, Some(BodyTemplate::Client { .. }))),
+        parsed: inputs.reads_body_fields,
+        max_bytes: check_range(
+            route.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+            1..=MAX_BODY_BYTES,
+            place,
+            "max_body_bytes",
+        )?,
+    };
+
+    Ok(Route {
+        name: route.name.clone(),
+        pattern,
+        methods,
+        match_headers,
+        deadline_ms,
+        expose_errors: route.expose_errors.unwrap_or(defaults.expose_errors),
+        calls,
+        order,
+        query_params: inputs.query_params,
+        headers: inputs.headers,
+        meta_key,
+        fields_param: route.fields_param.clone(),
+        client_body,
+    })
+}
+
+/// Whether `reader` needs the parsed body of call `read`.
+fn reads_body_of(reader: &Call, read: usize) -> bool {
+    reader
+        .placeholders()
+        .any(|p| matches!(p.source, Source::Call { call, .. } if call == read))
+        || reader.fan_out.as_ref().is_some_and(|f| f.source == read)
+        || reader.join.as_ref().is_some_and(|j| j.target == read)
+}
+
+fn compile_call(
+    call: &CallConfig,
+    route: &RouteConfig,
+    defaults: &config::Defaults,
+    inherited_forward: &[String],
+    inputs: &mut RouteInputs<'_>,
+    place: &Place,
+) -> Result<Call, ConfigError> {
+    if call.cluster.is_empty() || call.cluster.chars().any(char::is_control) {
+        return Err(place.error(Some("cluster"), "must be the name of an Envoy cluster"));
+    }
+    let method = check_method(&call.method).map_err(|why| place.error(Some("method"), why))?;
+    if !call.path.starts_with('/') {
+        return Err(place.error(Some("path"), "must start with \"/\""));
+    }
+    let path = Template::parse(&call.path, inputs).map_err(|why| place.error(Some("path"), why))?;
+    if path
+        .literals()
+        .any(|text| text.contains('#') || text.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(place.error(
+            Some("path"),
+            "must not contain whitespace, control characters or '#'",
+        ));
+    }
+
+    let mut headers = Vec::with_capacity(call.headers.len());
+    for (name, value) in &call.headers {
+        let key = format!("headers.{name}");
+        let lower = check_header_name(name).map_err(|why| place.error(Some(&key), why))?;
+        let template =
+            Template::parse(value, inputs).map_err(|why| place.error(Some(&key), why))?;
+        if template.literals().any(|t| t.contains(['\r', '\n', '\0'])) {
+            return Err(place.error(Some(&key), "must not contain CR, LF or NUL"));
+        }
+        headers.push((lower, template));
+    }
+
+    let mut forward_names = inherited_forward.to_vec();
+    for name in lower_header_list(&call.forward_headers, place, "forward_headers", true)? {
+        if !forward_names.contains(&name) {
+            forward_names.push(name);
+        }
+    }
+    let forward = forward_names
+        .into_iter()
+        .filter(|name| !headers.iter().any(|(set, _)| set == name))
+        .map(|name| {
+            let slot = inputs.header(&name);
+            (name, slot)
+        })
+        .collect();
+
+    let authority = call
+        .authority
+        .clone()
+        .unwrap_or_else(|| call.cluster.clone());
+    if authority.is_empty()
+        || authority
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(place.error(
+            Some("authority"),
+            "must be a host name (optionally with a port)",
+        ));
+    }
+    let timeout_ms = check_range(
+        call.timeout_ms
+            .or(route.timeout_ms)
+            .unwrap_or(defaults.timeout_ms),
+        1..=MAX_MS,
+        place,
+        "timeout_ms",
+    )?;
+    let max_body_bytes = check_range(
+        call.max_body_bytes
+            .or(route.max_body_bytes)
+            .unwrap_or(defaults.max_body_bytes),
+        1..=MAX_BODY_BYTES,
+        place,
+        "max_body_bytes",
+    )?;
+    if call.required && call.fallback.is_some() {
+        return Err(place.error(
+            Some("fallback"),
+            "a required call never uses a fallback: remove one of the two",
+        ));
+    }
+    let fallback = match &call.fallback {
+        Some(value) => Some(Fallback {
+            json: serde_json::to_vec(value)
+                .map_err(|e| place.error(Some("fallback"), e.to_string()))?,
+            value: value.clone(),
+        }),
+        None => None,
+    };
+
+    let body = match &call.body {
+        Some(value) => Some(
+            BodyTemplate::compile(value, inputs).map_err(|why| place.error(Some("body"), why))?,
+        ),
+        None => None,
+    };
+    let fan_out = match &call.for_each {
+        Some(text) => Some(compile_fan_out(text, call, route, defaults, inputs, place)?),
+        None => {
+            if call.max_fan_out.is_some() {
+                return Err(
+                    place.error(Some("max_fan_out"), "only applies to a call with for_each")
+                );
+            }
+            None
+        }
+    };
+    let join = match (&call.join, &fan_out) {
+        (Some(join), Some(fan_out)) => Some(compile_join(join, fan_out, inputs, place)?),
+        (Some(_), None) => {
+            return Err(place.error(Some("join"), "only applies to a call with for_each"))
+        }
+        (None, _) => None,
+    };
+
+    let mut dependencies = Vec::new();
+    for name in &call.after {
+        let dependency = inputs
+            .call(name)
+            .map_err(|why| place.error(Some("after"), why))?;
+        if !dependencies.contains(&dependency) {
+            dependencies.push(dependency);
+        }
+    }
+    let mut compiled = Call {
+        name: call.name.clone(),
+        cluster: call.cluster.clone(),
+        authority,
+        path,
+        headers,
+        forward,
+        timeout_ms,
+        required: call.required,
+        fallback,
+        format: call.format,
+        max_body_bytes,
+        dependencies,
+        body_needed: false,
+        body,
+        may_repeat: call.unsafe_repeat || IDEMPOTENT_METHODS.contains(&method.as_str()),
+        method,
+        fan_out,
+        join,
+    };
+    let implied: Vec<usize> = compiled
+        .placeholders()
+        .filter_map(|p| match p.source {
+            Source::Call { call, .. } => Some(call),
+            _ => None,
+        })
+        .chain(compiled.fan_out.as_ref().map(|f| f.source))
+        .collect();
+    for dependency in implied {
+        if !compiled.dependencies.contains(&dependency) {
+            compiled.dependencies.push(dependency);
+        }
+    }
+    if compiled.fan_out.is_some() && !compiled.placeholders().any(|p| p.source == Source::Item) {
+        return Err(place.error(
+            Some("for_each"),
+            "the call never uses {item}, so every item would make the same call",
+        ));
+    }
+    Ok(compiled)
+}
+
+/// `for_each: "calls.X.path[*].field"`.
+fn compile_fan_out(
+    text: &str,
+    call: &CallConfig,
+    route: &RouteConfig,
+    defaults: &config::Defaults,
+    inputs: &mut RouteInputs<'_>,
+    place: &Place,
+) -> Result<FanOut, ConfigError> {
+    let key = Some("for_each");
+    let Some(reference) = text.strip_prefix("calls.") else {
+        return Err(place.error(
+            key,
+            "must read an earlier call: \"calls.<call>.<path>[*].<field>\"",
+        ));
+    };
+    let (name, path) = reference.split_once('.').unwrap_or((reference, ""));
+    let source = inputs.call(name).map_err(|why| place.error(key, why))?;
+    let path = JsonPath::parse(path).map_err(|why| place.error(key, why))?;
+    if !path.has_wildcard() {
+        return Err(place.error(key, "needs [*] to say which array to take the items from"));
+    }
+    let max_items = check_range(
+        call.max_fan_out
+            .or(route.max_fan_out)
+            .unwrap_or(defaults.max_fan_out),
+        1..=MAX_FAN_OUT,
+        place,
+        "max_fan_out",
+    )?;
+    Ok(FanOut {
+        source,
+        path,
+        max_items: usize::try_from(max_items).unwrap_or(usize::MAX),
+    })
+}
+
+fn compile_join(
+    join: &JoinConfig,
+    fan_out: &FanOut,
+    inputs: &mut RouteInputs<'_>,
+    place: &Place,
+) -> Result<Join, ConfigError> {
+    let (target_name, into) = join
+        .into
+        .split_once('.')
+        .unwrap_or((join.into.as_str(), ""));
+    let target = inputs
+        .call(target_name)
+        .map_err(|why| place.error(Some("join.into"), why))?;
+    if target != fan_out.source {
+        return Err(place.error(
+            Some("join.into"),
+            "must be in the body of the call for_each reads (\"<that call>.<path to array>\")",
+        ));
+    }
+    let plain_path = |text: &str, key: &str| -> Result<JsonPath, ConfigError> {
+        let path = JsonPath::parse(text).map_err(|why| place.error(Some(key), why))?;
+        if path.has_wildcard() || text.is_empty() {
+            return Err(place.error(Some(key), "must be a non-empty dot path without [*]"));
+        }
+        Ok(path)
+    };
+    if join.key.is_empty() {
+        return Err(place.error(Some("join.as"), "must be a non-empty key"));
+    }
+    Ok(Join {
+        target,
+        into: plain_path(into, "join.into")?,
+        on: plain_path(&join.on, "join.on")?,
+        key: join.key.clone(),
+    })
+}
