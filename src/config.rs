@@ -135,14 +135,55 @@ pub struct RouteConfig {
 pub struct ResponseConfig {
     /// Key of the completeness object; `None` when the user set `"meta": null`.
     pub meta: Option<String>,
+    pub layout: Layout,
+    /// `concat` only: dot path inside each element to sort by.
+    pub sort_by: Option<String>,
+    pub order: Order,
+    /// `concat` only: keep at most this many elements.
+    pub limit: Option<u64>,
+    /// Output path and operation (`{"count": "reviews.items"}`), checked when compiled.
+    pub derive: Vec<(String, Value)>,
+    pub headers: Vec<(String, String)>,
+    pub headers_from: Vec<HeaderFrom>,
 }
 
 impl Default for ResponseConfig {
     fn default() -> Self {
         ResponseConfig {
             meta: Some(DEFAULT_META_KEY.to_string()),
+            layout: Layout::Nested,
+            sort_by: None,
+            order: Order::Asc,
+            limit: None,
+            derive: Vec::new(),
+            headers: Vec::new(),
+            headers_from: Vec::new(),
         }
     }
+}
+
+/// How the calls' bodies are put together (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Nested,
+    Merge,
+    Concat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// Copy every value of an upstream response header to the client's response.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderFrom {
+    pub call: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -175,6 +216,13 @@ pub struct CallConfig {
     pub join: Option<JoinConfig>,
     /// Allows retries and hedging (SPEC §6) of a method that is not idempotent.
     pub unsafe_repeat: bool,
+    /// Per-call shaping (SPEC §5), applied in this order.
+    pub extract: Option<String>,
+    pub select: Vec<String>,
+    pub omit: Vec<String>,
+    pub rename: Vec<(String, String)>,
+    /// `as`: the output key instead of the call's name.
+    pub output_key: Option<String>,
 }
 
 /// Puts each per-item result into the matching elements of an earlier call's array.
@@ -332,32 +380,43 @@ fn nullable_string(
 fn parse_response(value: &Value, place: &Place) -> Result<ResponseConfig, ConfigError> {
     let mut fields = Fields::new(value, place, Some("response"), "response")?;
     let meta = nullable_string(&mut fields, "meta", DEFAULT_META_KEY, place)?;
-    if let Some(layout) = fields.take("layout") {
-        if layout.as_str() != Some("nested") {
-            return Err(place.error(
-                Some("response.layout"),
-                format!("unsupported layout {layout}; this version supports \"nested\""),
-            ));
-        }
-    }
+    let derive: Map<String, Value> = fields.opt("derive")?.unwrap_or_default();
+    let response = ResponseConfig {
+        meta,
+        layout: fields.opt("layout")?.unwrap_or(Layout::Nested),
+        sort_by: fields.opt("sort_by")?,
+        order: fields.opt("order")?.unwrap_or(Order::Asc),
+        limit: fields.opt("limit")?,
+        derive: derive.into_iter().collect(),
+        headers: string_map(&mut fields, "headers", place)?,
+        headers_from: fields.opt("headers_from")?.unwrap_or_default(),
+    };
     fields.finish()?;
-    Ok(ResponseConfig { meta })
+    Ok(response)
+}
+
+/// An object of string values (`{"name": "value"}`), in the order written.
+fn string_map(
+    fields: &mut Fields<'_>,
+    key: &'static str,
+    place: &Place,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let map: Map<String, Value> = fields.opt(key)?.unwrap_or_default();
+    map.into_iter()
+        .map(|(name, v)| match v {
+            Value::String(s) => Ok((name, s)),
+            _ => Err(place.error(
+                Some(&fields.key_name(key)),
+                format!("value of \"{name}\" must be a string"),
+            )),
+        })
+        .collect()
 }
 
 fn parse_call(route: &Place, index: usize, value: &Value) -> Result<CallConfig, ConfigError> {
     let place = route.call(&entry_name(value, "calls", index));
     let mut fields = Fields::new(value, &place, None, "a call")?;
-    let headers: Map<String, Value> = fields.opt("headers")?.unwrap_or_default();
-    let headers = headers
-        .into_iter()
-        .map(|(name, v)| match v {
-            Value::String(s) => Ok((name, s)),
-            _ => Err(place.error(
-                Some("headers"),
-                format!("value of header \"{name}\" must be a string template"),
-            )),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let headers = string_map(&mut fields, "headers", &place)?;
     let call = CallConfig {
         name: fields.req("name")?,
         cluster: fields.req("cluster")?,
@@ -377,6 +436,11 @@ fn parse_call(route: &Place, index: usize, value: &Value) -> Result<CallConfig, 
         max_fan_out: fields.opt("max_fan_out")?,
         join: fields.opt("join")?,
         unsafe_repeat: fields.opt("unsafe")?.unwrap_or(false),
+        extract: fields.opt("extract")?,
+        select: fields.opt("select")?.unwrap_or_default(),
+        omit: fields.opt("omit")?.unwrap_or_default(),
+        rename: string_map(&mut fields, "rename", &place)?,
+        output_key: fields.opt("as")?,
     };
     fields.finish()?;
     Ok(call)

@@ -65,6 +65,38 @@ impl JsonPath {
 }
 
 impl JsonPath {
+    /// Copies what this path finds in `source` into `target`, keeping the parents (and array
+    /// positions under `[*]`), so several paths build one selection. Missing paths add nothing.
+    pub fn copy_into(&self, source: &Value, target: &mut Value) {
+        copy_into(&self.segments, source, target);
+    }
+
+    /// Removes what this path finds (every match under `[*]`).
+    pub fn remove(&self, root: &mut Value) {
+        remove(&self.segments, root);
+    }
+
+    /// Removes and returns the value at a path without `[*]`.
+    pub fn take(&self, root: &mut Value) -> Option<Value> {
+        let (last, parents) = self.segments.split_last()?;
+        let parent = parents
+            .iter()
+            .try_fold(root, |value, segment| step_mut(value, segment))?;
+        match (last, parent) {
+            (Segment::Key(key) | Segment::Index(_, key), Value::Object(map)) => map.remove(key),
+            (Segment::Index(index, _), Value::Array(items)) if *index < items.len() => {
+                Some(items.remove(*index))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sets the value at a path without `[*]`, creating objects on the way; a scalar in the
+    /// way is replaced by an object. The empty path replaces the root.
+    pub fn insert(&self, root: &mut Value, value: Value) {
+        insert(&self.segments, root, value);
+    }
+
     /// The value at a path without `[*]`, for changing it in place.
     pub fn find_mut<'v>(&self, root: &'v mut Value) -> Option<&'v mut Value> {
         self.segments
@@ -131,6 +163,90 @@ fn step<'v>(value: &'v Value, segment: &Segment) -> Option<&'v Value> {
     }
 }
 
+fn step_mut<'v>(value: &'v mut Value, segment: &Segment) -> Option<&'v mut Value> {
+    match (segment, value) {
+        (Segment::Key(key) | Segment::Index(_, key), Value::Object(map)) => map.get_mut(key),
+        (Segment::Index(index, _), Value::Array(items)) => items.get_mut(*index),
+        _ => None,
+    }
+}
+
+fn insert(segments: &[Segment], target: &mut Value, value: Value) {
+    let Some((first, rest)) = segments.split_first() else {
+        *target = value;
+        return;
+    };
+    let key = match first {
+        Segment::Key(key) | Segment::Index(_, key) => key,
+        Segment::Every => return,
+    };
+    if let (Segment::Index(index, _), Value::Array(items)) = (first, &mut *target) {
+        if let Some(item) = items.get_mut(*index) {
+            insert(rest, item, value);
+            return;
+        }
+    }
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(map) = target {
+        insert(rest, map.entry(key.clone()).or_insert(Value::Null), value);
+    }
+}
+
+fn copy_into(segments: &[Segment], source: &Value, target: &mut Value) {
+    let Some((first, rest)) = segments.split_first() else {
+        *target = source.clone();
+        return;
+    };
+    match (first, source) {
+        (Segment::Every, Value::Array(items)) => {
+            if !matches!(target, Value::Array(existing) if existing.len() == items.len()) {
+                *target = Value::Array(vec![Value::Null; items.len()]);
+            }
+            if let Value::Array(slots) = target {
+                for (item, slot) in items.iter().zip(slots.iter_mut()) {
+                    copy_into(rest, item, slot);
+                }
+            }
+        }
+        (Segment::Key(key) | Segment::Index(_, key), Value::Object(map)) => {
+            let Some(child) = map.get(key) else { return };
+            if !target.is_object() {
+                *target = Value::Object(serde_json::Map::new());
+            }
+            if let Value::Object(out) = target {
+                copy_into(rest, child, out.entry(key.clone()).or_insert(Value::Null));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn remove(segments: &[Segment], value: &mut Value) {
+    let Some((first, rest)) = segments.split_first() else {
+        return;
+    };
+    match (first, value, rest.is_empty()) {
+        (Segment::Every, Value::Array(items), true) => items.clear(),
+        (Segment::Every, Value::Array(items), false) => {
+            items.iter_mut().for_each(|item| remove(rest, item))
+        }
+        (Segment::Key(key) | Segment::Index(_, key), Value::Object(map), true) => {
+            map.remove(key);
+        }
+        (Segment::Index(index, _), Value::Array(items), true) if *index < items.len() => {
+            items.remove(*index);
+        }
+        (segment, value, false) => {
+            if let Some(child) = step_mut(value, segment) {
+                remove(rest, child);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn single<'v>(root: &'v Value, segments: &[Segment]) -> Option<&'v Value> {
     segments
         .iter()
@@ -160,7 +276,7 @@ fn collect<'v>(value: &'v Value, segments: &[Segment], found: &mut Vec<&'v Value
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
 
@@ -191,6 +307,55 @@ mod tests {
         assert_eq!(find("n[*]", &doc), Some(json!([])));
         let nested = json!({"a": [[1, 2], [3]]});
         assert_eq!(find("a[*][*]", &nested), Some(json!([1, 2, 3])));
+    }
+
+    #[test]
+    fn selection_keeps_parents_and_array_positions() {
+        let doc = json!({"id": 1, "user": {"name": "Ann", "email": "a@x"}, "items": [{"id": 1, "p": 2}, {"id": 2, "p": 3}], "n": 0});
+        let mut out = Value::Null;
+        for path in ["user.name", "items[*].id", "missing.path"] {
+            JsonPath::parse(path).unwrap().copy_into(&doc, &mut out);
+        }
+        assert_eq!(
+            out,
+            json!({"user": {"name": "Ann"}, "items": [{"id": 1}, {"id": 2}]})
+        );
+    }
+
+    #[test]
+    fn removal_take_and_insert() {
+        let mut doc = json!({"a": {"b": 1, "c": 2}, "items": [{"x": 1, "y": 2}, {"x": 3}], "list": [1, 2, 3]});
+        JsonPath::parse("a.b").unwrap().remove(&mut doc);
+        JsonPath::parse("items[*].x").unwrap().remove(&mut doc);
+        JsonPath::parse("list.1").unwrap().remove(&mut doc);
+        JsonPath::parse("nope.deeper").unwrap().remove(&mut doc);
+        assert_eq!(
+            doc,
+            json!({"a": {"c": 2}, "items": [{"y": 2}, {}], "list": [1, 3]})
+        );
+        let taken = JsonPath::parse("a.c").unwrap().take(&mut doc);
+        assert_eq!(taken, Some(json!(2)));
+        JsonPath::parse("moved.to.here")
+            .unwrap()
+            .insert(&mut doc, json!(2));
+        JsonPath::parse("list.0")
+            .unwrap()
+            .insert(&mut doc, json!("first"));
+        JsonPath::parse("a")
+            .unwrap()
+            .insert(&mut doc, json!("scalar"));
+        JsonPath::parse("a.z")
+            .unwrap()
+            .insert(&mut doc, json!(true));
+        assert_eq!(
+            doc,
+            json!({"a": {"z": true}, "items": [{"y": 2}, {}], "list": ["first", 3], "moved": {"to": {"here": 2}}})
+        );
+        let mut root = json!(1);
+        JsonPath::parse("")
+            .unwrap()
+            .insert(&mut root, json!({"k": 1}));
+        assert_eq!(root, json!({"k": 1}));
     }
 
     #[test]

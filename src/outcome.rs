@@ -93,8 +93,22 @@ impl Failure {
 /// read from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Success {
+    /// What the client sees: the upstream bytes, or the reshaped body.
     pub json: Vec<u8>,
+    /// The upstream body parsed, for templates of later calls.
     pub value: Option<Value>,
+    /// Upstream response headers to copy to the client (`headers_from`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Success {
+    fn new(json: Vec<u8>, value: Option<Value>) -> Success {
+        Success {
+            json,
+            value,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// Deepest nesting accepted in an upstream body: what serde_json parses (its limit is 128
@@ -139,17 +153,11 @@ pub fn judge_answer(
 
 fn accept_body(body: Vec<u8>, format: Format, parse: bool) -> Result<Success, Failure> {
     if body.is_empty() {
-        return Ok(Success {
-            json: b"null".to_vec(),
-            value: parse.then_some(Value::Null),
-        });
+        return Ok(Success::new(b"null".to_vec(), parse.then_some(Value::Null)));
     }
     match format {
         Format::Json if parse => match serde_json::from_slice::<Value>(&body) {
-            Ok(value) => Ok(Success {
-                json: body,
-                value: Some(value),
-            }),
+            Ok(value) => Ok(Success::new(body, Some(value))),
             Err(e) => Err(invalid_body(&e)),
         },
         Format::Json => match serde_json::from_slice::<IgnoredAny>(&body) {
@@ -157,10 +165,7 @@ fn accept_body(body: Vec<u8>, format: Format, parse: bool) -> Result<Success, Fa
                 Err(Failure::new(Reason::InvalidBody)
                     .with_detail(format!("body nests deeper than {MAX_JSON_DEPTH} levels")))
             }
-            Ok(_) => Ok(Success {
-                json: body,
-                value: None,
-            }),
+            Ok(_) => Ok(Success::new(body, None)),
             Err(e) => Err(invalid_body(&e)),
         },
         Format::Text => {
@@ -169,10 +174,7 @@ fn accept_body(body: Vec<u8>, format: Format, parse: bool) -> Result<Success, Fa
             })?;
             let json = serde_json::to_vec(&text)
                 .map_err(|e| Failure::new(Reason::InvalidBody).with_detail(e.to_string()))?;
-            Ok(Success {
-                json,
-                value: parse.then_some(Value::String(text)),
-            })
+            Ok(Success::new(json, parse.then_some(Value::String(text))))
         }
     }
 }

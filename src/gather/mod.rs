@@ -45,10 +45,12 @@ pub struct Dispatch {
 /// What happened to a dispatched job.
 #[derive(Debug)]
 pub enum Event {
-    /// The upstream (or Envoy on its behalf) answered with a status and a body.
+    /// The upstream (or Envoy on its behalf) answered with a status and a body; `headers`
+    /// holds the response headers the call copies (`Gather::headers_to_copy`), every value.
     Answered {
         job: usize,
         status: u16,
+        headers: Vec<(String, String)>,
         body: Vec<u8>,
     },
     /// The answer's body is larger than the call's `max_body_bytes`; it was not read.
@@ -140,6 +142,14 @@ impl Gather {
             .get(job)
             .and_then(|j| self.route.calls.get(j.call))
             .map_or(0, |c| c.max_body_bytes)
+    }
+
+    /// The upstream response headers the host should read for `job`.
+    pub fn headers_to_copy(&self, job: usize) -> &[String] {
+        self.jobs
+            .get(job)
+            .and_then(|j| self.route.calls.get(j.call))
+            .map_or(&[], |c| c.copy_headers.as_slice())
     }
 
     pub fn is_answered(&self) -> bool {
@@ -551,6 +561,7 @@ impl Gather {
         Shape {
             meta_key: self.route.meta_key.as_deref(),
             expose_errors: self.route.expose_errors,
+            response: &self.route.response,
         }
     }
 }

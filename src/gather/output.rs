@@ -46,8 +46,15 @@ pub fn views<'a>(
                     }
                 },
             };
+            let headers = match state {
+                CallState::Done {
+                    outcome: Outcome::Succeeded(success),
+                    ..
+                } => success.headers.as_slice(),
+                _ => &[],
+            };
             CallView {
-                name: &plan.name,
+                name: &plan.output_key,
                 output: if emitted {
                     output(route, states, call)
                 } else {
@@ -56,6 +63,8 @@ pub fn views<'a>(
                 status,
                 fell_back,
                 duration_us,
+                keyed: plan.keyed,
+                headers,
             }
         })
         .collect()
@@ -70,11 +79,9 @@ fn output<'a>(route: &'a Route, states: &'a [CallState], call: usize) -> Option<
     let fallback = plan.fallback.as_ref();
     let joins: Vec<(&Join, &Fanned, Option<&Value>)> = joins_into(route, states, call).collect();
     if !joins.is_empty() {
+        // Joins go into the body as the client sees it, after the call's own transforms.
         let mut base = match outcome {
-            Outcome::Succeeded(success) => success
-                .value
-                .clone()
-                .or_else(|| serde_json::from_slice(&success.json).ok())?,
+            Outcome::Succeeded(success) => serde_json::from_slice(&success.json).ok()?,
             Outcome::Failed(_) => fallback?.value.clone(),
             Outcome::Fanned(_) => return None,
         };
@@ -129,10 +136,7 @@ fn apply_join(base: &mut Value, join: &Join, fanned: &Fanned, fallback: Option<&
             continue;
         };
         let detail = match &item.result {
-            Some(Ok(success)) => success
-                .value
-                .clone()
-                .or_else(|| serde_json::from_slice(&success.json).ok()),
+            Some(Ok(success)) => serde_json::from_slice(&success.json).ok(),
             Some(Err(_)) => fallback.cloned(),
             None => None,
         };

@@ -29,7 +29,11 @@ pub fn select(route: &Route, query: &str) -> Result<Selection, Response> {
     };
     let mut named = vec![false; count];
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        match route.call_index(name) {
+        match route
+            .calls
+            .iter()
+            .position(|c| c.output_key == name || c.name == name)
+        {
             Some(call) => {
                 if let Some(flag) = named.get_mut(call) {
                     *flag = true;
@@ -71,7 +75,7 @@ fn with_dependencies(route: &Route, mut fetched: Vec<bool>) -> Vec<bool> {
 }
 
 fn unknown_field(route: &Route, name: &str) -> Response {
-    let valid: Vec<&str> = route.calls.iter().map(|c| c.name.as_str()).collect();
+    let valid: Vec<&str> = route.calls.iter().map(|c| c.output_key.as_str()).collect();
     let body = serde_json::json!({
         "error": {"code": "unknown_field", "field": name, "valid": valid}
     });

@@ -86,6 +86,26 @@ pub struct Job {
     pub open: bool,
 }
 
+/// Applies the call's transforms: the client sees the reshaped body; later calls' templates
+/// still read the upstream body.
+fn shaped(plan: &Call, mut success: Success) -> Success {
+    let Some(shape) = &plan.shape else {
+        return success;
+    };
+    let upstream = if plan.body_needed {
+        success.value.clone()
+    } else {
+        success.value.take()
+    };
+    let body = upstream
+        .or_else(|| serde_json::from_slice(&success.json).ok())
+        .unwrap_or(Value::Null);
+    if let Ok(json) = serde_json::to_vec(&shape.apply(body)) {
+        success.json = json;
+    }
+    success
+}
+
 /// A reset this close to a call's timeout is the timeout: Envoy arms its timers from the
 /// event loop's cached clock, so they fire a few milliseconds early by our clock reads.
 fn timeout_slack_us(timeout_ms: u64) -> u64 {
@@ -100,9 +120,15 @@ pub fn judge_event(
     duration_us: u64,
 ) -> Result<Success, Failure> {
     match event {
-        Event::Answered { status, body, .. } => {
-            judge_answer(status, body, plan.format, plan.parses_answers())
-        }
+        Event::Answered {
+            status,
+            body,
+            headers,
+            ..
+        } => judge_answer(status, body, plan.format, plan.parses_answers()).map(|mut success| {
+            success.headers = headers;
+            shaped(plan, success)
+        }),
         Event::TooLarge { status, .. } if (200..300).contains(&status) => {
             Err(Failure::new(Reason::TooLarge).with_detail(format!(
                 "body over max_body_bytes ({})",

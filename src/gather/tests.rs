@@ -58,6 +58,7 @@ fn header<'a>(d: &'a Dispatch, name: &str) -> Option<&'a str> {
 
 fn answer(job: usize, body: &str) -> Event {
     Event::Answered {
+        headers: Vec::new(),
         job,
         status: 200,
         body: body.as_bytes().to_vec(),
@@ -142,6 +143,7 @@ fn failed_dependency_stops_dependents_unless_it_has_a_fallback() {
     assert!(gather.on_event(Event::Reset { job: 0 }, MS).is_empty());
     let actions = gather.on_event(
         Event::Answered {
+            headers: Vec::new(),
             job: 1,
             status: 500,
             body: b"oops".to_vec(),
@@ -170,6 +172,7 @@ fn required_failure_answers_at_once_and_ignores_the_rest() {
     let (mut gather, _) = start(&route, "1", "");
     let r = response(gather.on_event(
         Event::Answered {
+            headers: Vec::new(),
             job: 0,
             status: 503,
             body: b"down".to_vec(),
@@ -191,6 +194,7 @@ fn required_client_error_is_passed_through_with_its_json_body() {
     let (mut gather, _) = start(&route, "1", "");
     let r = response(gather.on_event(
         Event::Answered {
+            headers: Vec::new(),
             job: 0,
             status: 404,
             body: br#"{"error":"gone"}"#.to_vec(),
@@ -208,6 +212,7 @@ fn required_timeout_is_504() {
     let route = page(r#"{"name":"product","cluster":"c","path":"/p","required":true}"#);
     let (mut gather, _) = start(&route, "1", "");
     let timeout = Event::Answered {
+        headers: Vec::new(),
         job: 0,
         status: 504,
         body: b"upstream request timeout".to_vec(),
@@ -308,6 +313,7 @@ fn invalid_bodies_and_text_format() {
     gather.on_event(answer(1, "plain <b>text</b>"), MS);
     let r = response(gather.on_event(
         Event::Answered {
+            headers: Vec::new(),
             job: 2,
             status: 204,
             body: Vec::new(),
@@ -436,6 +442,7 @@ fn failed_items_without_fallback_are_null_in_the_array() {
         .collect();
     gather.on_event(
         Event::Answered {
+            headers: Vec::new(),
             job: sent[0],
             status: 404,
             body: b"{}".to_vec(),
@@ -477,6 +484,7 @@ fn a_required_fan_out_fails_on_its_first_failed_item() {
         .collect();
     let r = response(gather.on_event(
         Event::Answered {
+            headers: Vec::new(),
             job: sent[1],
             status: 503,
             body: Vec::new(),

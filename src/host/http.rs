@@ -119,7 +119,7 @@ fn respond(response: &Response) {
     let headers: Vec<(&str, &str)> = response
         .headers
         .iter()
-        .map(|(n, v)| (*n, v.as_str()))
+        .map(|(n, v)| (n.as_ref(), v.as_str()))
         .collect();
     if let Err(status) =
         hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
@@ -130,7 +130,7 @@ fn respond(response: &Response) {
 
 /// Reads what Envoy holds for a finished call. Headers are read only when Envoy says there
 /// are some: without them there is no response, and reading would trap the VM.
-fn call_event(job: usize, num_headers: usize, body_size: usize, body_limit: u64) -> Event {
+fn call_event(job: usize, num_headers: usize, body_size: usize, gather: &Gather) -> Event {
     if num_headers == 0 {
         return Event::Reset { job };
     }
@@ -139,7 +139,7 @@ fn call_event(job: usize, num_headers: usize, body_size: usize, body_limit: u64)
     let Some(status) = status else {
         return Event::Reset { job };
     };
-    if u64::try_from(body_size).unwrap_or(u64::MAX) > body_limit {
+    if u64::try_from(body_size).unwrap_or(u64::MAX) > gather.body_limit(job) {
         return Event::TooLarge { job, status };
     }
     let body = if body_size == 0 {
@@ -150,7 +150,27 @@ fn call_event(job: usize, num_headers: usize, body_size: usize, body_limit: u64)
             .flatten()
             .unwrap_or_default()
     };
-    Event::Answered { job, status, body }
+    let headers = copied_headers(gather.headers_to_copy(job));
+    Event::Answered {
+        job,
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Every value of the wanted call-response headers (several `set-cookie`, say), read only
+/// when the route copies some.
+fn copied_headers(wanted: &[String]) -> Vec<(String, String)> {
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(name, _)| wanted.iter().any(|w| w.eq_ignore_ascii_case(name)))
+        .filter_map(|(name, value)| Some((name, String::from_utf8(value).ok()?)))
+        .collect()
 }
 
 impl Context for Aggregation {
@@ -172,7 +192,7 @@ impl Context for Aggregation {
         let Some(gather) = self.gather.as_mut() else {
             return;
         };
-        let event = call_event(job, num_headers, body_size, gather.body_limit(job));
+        let event = call_event(job, num_headers, body_size, gather);
         let actions = gather.on_event(event, now_us());
         self.run(actions);
     }

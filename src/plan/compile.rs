@@ -7,6 +7,7 @@ use super::template::{self, Resolve, Source, Template};
 use super::{graph, Call, ClientBodyUse, Fallback, FanOut, Join, Plan, Route};
 use crate::config::{self, CallConfig, Config, ConfigError, JoinConfig, Place, RouteConfig};
 use crate::json_path::JsonPath;
+use crate::shape::{self, CallShape};
 use std::rc::Rc;
 
 /// Upper bound of every `*_ms` setting: Envoy's call timeout is a 32-bit millisecond count.
@@ -295,6 +296,7 @@ fn compile_route(
             c.body_needed = needed;
         }
     }
+    let response = compile_response_shape(route, &mut calls, place)?;
     let client_body = ClientBodyUse {
         needed: inputs.reads_body_fields
             || calls
@@ -323,7 +325,104 @@ fn compile_route(
         meta_key,
         fields_param: route.fields_param.clone(),
         client_body,
+        response,
     })
+}
+
+/// The route's `response` block, and what it implies for the calls: output keys that must be
+/// unique, and the upstream headers each call must copy.
+fn compile_response_shape(
+    route: &RouteConfig,
+    calls: &mut [Call],
+    place: &Place,
+) -> Result<shape::ResponseShape, ConfigError> {
+    let response = shape::compile_response(&route.response)
+        .map_err(|(key, why)| place.error(Some(&key), why))?;
+    let meta_key = route.response.meta.as_deref();
+    for (index, call) in calls.iter().enumerate() {
+        let call_place = place.call(&call.name);
+        let valid_key = (1..=MAX_NAME_LEN).contains(&call.output_key.len())
+            && call
+                .output_key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid_key {
+            return Err(call_place.error(
+                Some("as"),
+                format!(
+                    "\"{}\" is not a valid key: use 1 to {MAX_NAME_LEN} of [A-Za-z0-9_-]",
+                    call.output_key
+                ),
+            ));
+        }
+        if call.keyed {
+            if call.join.is_some() {
+                return Err(call_place.error(
+                    Some("as"),
+                    "a joined call shows inside its target: as has no effect",
+                ));
+            }
+            if response.layout == config::Layout::Concat {
+                return Err(call_place.error(
+                    Some("as"),
+                    "the concat layout has no keys: as has no effect",
+                ));
+            }
+        }
+        if meta_key == Some(call.output_key.as_str()) {
+            return Err(call_place.error(
+                Some("as"),
+                "clashes with the completeness object's key (response.meta)",
+            ));
+        }
+        let clash = calls.iter().take(index).find(|earlier| {
+            earlier.output_key == call.output_key
+                || earlier.name == call.output_key
+                || earlier.output_key == call.name
+        });
+        if let Some(earlier) = clash {
+            return Err(call_place.error(
+                Some("as"),
+                format!(
+                    "output key \"{}\" is already used by call \"{}\"",
+                    call.output_key, earlier.name
+                ),
+            ));
+        }
+    }
+    for (name, value) in &response.headers {
+        let key = format!("response.headers.{name}");
+        check_response_header(name).map_err(|why| place.error(Some(&key), why))?;
+        if value.contains(['\r', '\n', '\0']) {
+            return Err(place.error(Some(&key), "must not contain CR, LF or NUL"));
+        }
+    }
+    for from in &route.response.headers_from {
+        let key = "response.headers_from";
+        let name = check_response_header(&from.name).map_err(|why| place.error(Some(key), why))?;
+        let call = calls
+            .iter_mut()
+            .find(|c| c.name == from.call)
+            .ok_or_else(|| {
+                place.error(
+                    Some(key),
+                    format!("the route has no call named \"{}\"", from.call),
+                )
+            })?;
+        if !call.copy_headers.contains(&name) {
+            call.copy_headers.push(name);
+        }
+    }
+    Ok(response)
+}
+
+/// A header the configuration may add to the client's response.
+fn check_response_header(name: &str) -> Result<String, String> {
+    let lower = check_header_name(name)?;
+    if shape::CONTRACT_HEADERS.contains(&lower.as_str()) {
+        return Err(format!("\"{lower}\" is set by the filter itself"));
+    }
+    Ok(lower)
 }
 
 /// Whether `reader` needs the parsed body of call `read`.
@@ -483,6 +582,10 @@ fn compile_call(
         body_needed: false,
         body,
         may_repeat: call.unsafe_repeat || IDEMPOTENT_METHODS.contains(&method.as_str()),
+        shape: CallShape::compile(call).map_err(|(key, why)| place.error(Some(&key), why))?,
+        output_key: call.output_key.clone().unwrap_or_else(|| call.name.clone()),
+        keyed: call.output_key.is_some(),
+        copy_headers: Vec::new(),
         method,
         fan_out,
         join,

@@ -9,6 +9,7 @@ pub mod template;
 
 use crate::config::{self, ConfigError, Format};
 use crate::json_path::JsonPath;
+use crate::shape::{CallShape, ResponseShape};
 use body::BodyTemplate;
 use matcher::{Capture, PathPattern};
 use serde_json::Value;
@@ -42,6 +43,7 @@ pub struct Route {
     /// Query parameter that selects calls (SPEC §5 selective fetching); `None`: disabled.
     pub fields_param: Option<String>,
     pub client_body: ClientBodyUse,
+    pub response: ResponseShape,
 }
 
 /// What the route needs from the client's body (SPEC §3.4).
@@ -79,6 +81,14 @@ pub struct Call {
     /// Retries and hedging (SPEC §6) may send this call more than once: its method is
     /// idempotent, or the configuration says `"unsafe": true`.
     pub may_repeat: bool,
+    /// `extract`, `select`, `omit`, `rename`; `None` keeps the upstream bytes as they are.
+    pub shape: Option<CallShape>,
+    /// The key the client sees: `as`, or the call's name.
+    pub output_key: String,
+    /// The call sets `as` (in the `merge` layout its body then goes under that key).
+    pub keyed: bool,
+    /// Upstream response headers copied to the client's response (`headers_from`).
+    pub copy_headers: Vec<String>,
 }
 
 impl Call {
@@ -91,9 +101,10 @@ impl Call {
             .chain(body)
     }
 
-    /// Answers are parsed, not only validated: read by later calls or joined into another.
+    /// Answers are parsed, not only validated: read by later calls, joined into another, or
+    /// reshaped.
     pub fn parses_answers(&self) -> bool {
-        self.body_needed || self.join.is_some()
+        self.body_needed || self.join.is_some() || self.shape.is_some()
     }
 }
 

@@ -1,8 +1,13 @@
-//! The answer to the client (SPEC §4): the aggregated body, spliced from the calls' validated
-//! bytes without re-serialising them; the error body of a failed required call; and the
-//! `x-aggregation-complete`, `server-timing` and `cache-control` headers.
+//! The answer to the client (SPEC §4, §5): the aggregated body — spliced from the calls'
+//! validated bytes when the route does not reshape it, assembled by the layout otherwise —
+//! the error body of a failed required call, and the response headers.
+
+mod assemble;
+mod meta;
 
 use crate::outcome::Failure;
+use crate::shape::ResponseShape;
+use meta::{write_failure_fields, write_meta, ErrorEntry};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -11,7 +16,7 @@ use std::fmt::Write as _;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(Cow<'static, str>, String)>,
     pub body: Vec<u8>,
 }
 
@@ -35,6 +40,10 @@ pub struct CallView<'a> {
     pub fell_back: bool,
     /// Time from the first dispatch to the last answer; `None` if it was never dispatched.
     pub duration_us: Option<u64>,
+    /// The call has `as`: in the `merge` layout its body goes under its key.
+    pub keyed: bool,
+    /// Upstream response headers copied to the client (`headers_from`).
+    pub headers: &'a [(String, String)],
 }
 
 #[derive(Debug)]
@@ -74,11 +83,77 @@ pub struct Shape<'a> {
     /// The completeness object's key, JSON-encoded with quotes; `None` omits it.
     pub meta_key: Option<&'a str>,
     pub expose_errors: bool,
+    pub response: &'a ResponseShape,
 }
 
-/// 200 with `{call: body, ..., _meta}` in configuration order (the `nested` layout).
+/// 200 with the calls' bodies put together by the route's layout, and `_meta` where it fits.
 pub fn aggregate(calls: &[CallView<'_>], shape: Shape<'_>) -> Response {
-    let complete = calls.iter().all(CallView::complete);
+    let mut errors: Vec<(&str, ErrorEntry<'_>)> = calls
+        .iter()
+        .filter_map(|call| match &call.status {
+            CallStatus::Failed(failure) => {
+                Some((call.name, ErrorEntry::Call(Cow::Borrowed(*failure))))
+            }
+            CallStatus::ItemsFailed(items) => {
+                Some((call.name, ErrorEntry::Items(items.as_slice())))
+            }
+            _ => None,
+        })
+        .collect();
+    let (document, misfits) = if shape.response.splices() {
+        (splice(calls), Vec::new())
+    } else {
+        assemble::document(calls, shape.response)
+    };
+    errors.extend(
+        misfits
+            .into_iter()
+            .map(|(name, failure)| (name, ErrorEntry::Call(Cow::Owned(failure)))),
+    );
+    let complete = errors.is_empty() && calls.iter().all(CallView::complete);
+    let fell_back: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.fell_back)
+        .map(|c| c.name)
+        .collect();
+    let body = match (shape.meta_key, document.last()) {
+        (Some(meta_key), Some(b'}')) => {
+            let mut body = document;
+            body.pop();
+            if body.len() > 1 {
+                body.push(b',');
+            }
+            body.extend_from_slice(meta_key.as_bytes());
+            body.push(b':');
+            write_meta(
+                &mut body,
+                complete,
+                &errors,
+                &fell_back,
+                shape.expose_errors,
+            );
+            body.push(b'}');
+            body
+        }
+        _ => document,
+    };
+    let mut headers = headers(calls, complete, shape.response);
+    for call in calls {
+        headers.extend(
+            call.headers
+                .iter()
+                .map(|(n, v)| (Cow::Owned(n.clone()), v.clone())),
+        );
+    }
+    Response {
+        status: 200,
+        headers,
+        body,
+    }
+}
+
+/// `{call: body, ...}` in configuration order, each body's bytes as they are.
+fn splice(calls: &[CallView<'_>]) -> Vec<u8> {
     let estimate: usize = calls
         .iter()
         .map(|c| c.output.as_ref().map_or(0, |o| o.len() + c.name.len() + 4))
@@ -92,23 +167,11 @@ pub fn aggregate(calls: &[CallView<'_>], shape: Shape<'_>) -> Response {
             body.push(b',');
         }
         first = false;
-        push_key(&mut body, call.name);
+        meta::push_key(&mut body, call.name);
         body.extend_from_slice(json);
     }
-    if let Some(meta_key) = shape.meta_key {
-        if !first {
-            body.push(b',');
-        }
-        body.extend_from_slice(meta_key.as_bytes());
-        body.push(b':');
-        write_meta(&mut body, calls, complete, shape.expose_errors);
-    }
     body.push(b'}');
-    Response {
-        status: 200,
-        headers: headers(calls, complete),
-        body,
-    }
+    body
 }
 
 /// A client error that is not about any call (unknown field, body too large).
@@ -116,8 +179,11 @@ pub fn client_error(status: u16, body: &Value) -> Response {
     Response {
         status,
         headers: vec![
-            ("content-type", "application/json".to_string()),
-            ("cache-control", "no-store".to_string()),
+            (
+                Cow::Borrowed("content-type"),
+                "application/json".to_string(),
+            ),
+            (Cow::Borrowed("cache-control"), "no-store".to_string()),
         ],
         body: serde_json::to_vec(body).unwrap_or_default(),
     }
@@ -137,7 +203,7 @@ pub fn required_failure(
         _ => {
             let mut body = Vec::with_capacity(128);
             body.extend_from_slice(br#"{"error":{"code":"required_call_failed","call":"#);
-            push_string(&mut body, call);
+            meta::push_string(&mut body, call);
             body.push(b',');
             write_failure_fields(&mut body, failure, shape.expose_errors);
             body.extend_from_slice(b"}}");
@@ -146,19 +212,39 @@ pub fn required_failure(
     };
     Response {
         status,
-        headers: headers(calls, false),
+        headers: headers(calls, false, shape.response),
         body,
     }
 }
 
-fn headers(calls: &[CallView<'_>], complete: bool) -> Vec<(&'static str, String)> {
+/// The filter's own headers, then the route's static ones; an incomplete answer is never
+/// cached, whatever `cache-control` the route sets.
+fn headers(
+    calls: &[CallView<'_>],
+    complete: bool,
+    response: &ResponseShape,
+) -> Vec<(Cow<'static, str>, String)> {
     let mut headers = vec![
-        ("content-type", "application/json".to_string()),
-        ("x-aggregation-complete", complete.to_string()),
-        ("server-timing", server_timing(calls)),
+        (
+            Cow::Borrowed("content-type"),
+            "application/json".to_string(),
+        ),
+        (
+            Cow::Borrowed("x-aggregation-complete"),
+            complete.to_string(),
+        ),
+        (Cow::Borrowed("server-timing"), server_timing(calls)),
     ];
     if !complete {
-        headers.push(("cache-control", "no-store".to_string()));
+        headers.push((Cow::Borrowed("cache-control"), "no-store".to_string()));
+    }
+    let overridden = |name: &str| !complete && name == "cache-control";
+    for (name, value) in response
+        .headers
+        .iter()
+        .filter(|(name, _)| !overridden(name))
+    {
+        headers.push((Cow::Owned(name.clone()), value.clone()));
     }
     headers
 }
@@ -181,103 +267,6 @@ pub fn server_timing(calls: &[CallView<'_>]) -> String {
     out
 }
 
-fn write_meta(body: &mut Vec<u8>, calls: &[CallView<'_>], complete: bool, expose: bool) {
-    body.extend_from_slice(if complete {
-        br#"{"complete":true"#
-    } else {
-        br#"{"complete":false"#
-    });
-    let failed: Vec<&CallView<'_>> = calls
-        .iter()
-        .filter(|c| matches!(c.status, CallStatus::Failed(_) | CallStatus::ItemsFailed(_)))
-        .collect();
-    if !failed.is_empty() {
-        body.extend_from_slice(br#","errors":{"#);
-        for (i, call) in failed.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            push_key(body, call.name);
-            body.push(b'{');
-            match &call.status {
-                CallStatus::Failed(failure) => write_failure_fields(body, failure, expose),
-                CallStatus::ItemsFailed(items) => write_item_failures(body, items, expose),
-                _ => {}
-            }
-            body.push(b'}');
-        }
-        body.push(b'}');
-    }
-    let fell_back: Vec<&str> = calls
-        .iter()
-        .filter(|c| c.fell_back)
-        .map(|c| c.name)
-        .collect();
-    if !fell_back.is_empty() {
-        body.extend_from_slice(br#","fallback":["#);
-        for (i, name) in fell_back.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            push_string(body, name);
-        }
-        body.push(b']');
-    }
-    body.push(b'}');
-}
-
-/// `"items":{"u1":{"reason":"timeout"},...}` — the failed items of a `for_each` call.
-fn write_item_failures(body: &mut Vec<u8>, items: &[(&str, &Failure)], expose: bool) {
-    body.extend_from_slice(br#""items":{"#);
-    for (i, (key, failure)) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        push_key(body, key);
-        body.push(b'{');
-        write_failure_fields(body, failure, expose);
-        body.push(b'}');
-    }
-    body.push(b'}');
-}
-
-/// `"reason":"status","status":503,...` — what a client may know about a failure.
-fn write_failure_fields(body: &mut Vec<u8>, failure: &Failure, expose: bool) {
-    body.extend_from_slice(br#""reason":"#);
-    push_string(body, failure.reason.as_str());
-    if let Some(status) = failure.status {
-        body.extend_from_slice(format!(r#","status":{status}"#).as_bytes());
-    }
-    if let Some(input) = &failure.input {
-        body.extend_from_slice(br#","input":"#);
-        push_string(body, input);
-    }
-    if let Some(item) = &failure.item {
-        body.extend_from_slice(br#","item":"#);
-        push_string(body, item);
-    }
-    if let Some(dependency) = &failure.dependency {
-        body.extend_from_slice(br#","dependency":"#);
-        push_string(body, dependency);
-    }
-    if let (true, Some(detail)) = (expose, &failure.detail) {
-        body.extend_from_slice(br#","detail":"#);
-        push_string(body, detail);
-    }
-}
-
-fn push_key(body: &mut Vec<u8>, name: &str) {
-    push_string(body, name);
-    body.push(b':');
-}
-
-fn push_string(body: &mut Vec<u8>, text: &str) {
-    // Writing a str into a Vec cannot fail; fall back to an empty string regardless.
-    if serde_json::to_writer(&mut *body, text).is_err() {
-        body.extend_from_slice(b"\"\"");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -285,9 +274,11 @@ mod tests {
     use crate::outcome::Reason;
     use serde_json::json;
 
+    static NESTED: ResponseShape = ResponseShape::nested();
     const SHAPE: Shape<'static> = Shape {
         meta_key: Some("\"_meta\""),
         expose_errors: false,
+        response: &NESTED,
     };
 
     fn ok<'a>(name: &'a str, json: &'static str, us: u64) -> CallView<'a> {
@@ -297,6 +288,8 @@ mod tests {
             status: CallStatus::Succeeded,
             fell_back: false,
             duration_us: Some(us),
+            keyed: false,
+            headers: &[],
         }
     }
 
@@ -312,6 +305,8 @@ mod tests {
             status: CallStatus::Failed(failure),
             fell_back: fallback.is_some(),
             duration_us: us,
+            keyed: false,
+            headers: &[],
         }
     }
 
@@ -392,6 +387,8 @@ mod tests {
                 status: CallStatus::ItemsFailed(vec![("u2", &timeout)]),
                 fell_back: false,
                 duration_us: Some(5000),
+                keyed: false,
+                headers: &[],
             },
             CallView {
                 name: "skipped",
@@ -399,6 +396,8 @@ mod tests {
                 status: CallStatus::NotFetched,
                 fell_back: false,
                 duration_us: None,
+                keyed: false,
+                headers: &[],
             },
         ];
         let response = aggregate(&calls, SHAPE);

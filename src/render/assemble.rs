@@ -1,0 +1,155 @@
+//! The reshaping path: the calls' bodies parsed and put together by the `nested`, `merge` or
+//! `concat` layout, then derived fields. A body that does not fit the layout is reported.
+
+use super::CallView;
+use crate::config::Layout;
+use crate::outcome::{Failure, Reason};
+use crate::shape::{deep_merge, ResponseShape};
+use serde_json::{Map, Value};
+
+/// The answer's JSON, and the calls whose bodies did not fit the layout.
+pub fn document<'a>(
+    calls: &[CallView<'a>],
+    shape: &ResponseShape,
+) -> (Vec<u8>, Vec<(&'a str, Failure)>) {
+    let mut misfits = Vec::new();
+    let bodies = calls.iter().filter_map(|call| {
+        Some((
+            call,
+            serde_json::from_slice::<Value>(call.output.as_ref()?).ok()?,
+        ))
+    });
+    let mut document = match shape.layout {
+        Layout::Nested => Value::Object(
+            bodies
+                .map(|(call, body)| (call.name.to_string(), body))
+                .collect(),
+        ),
+        Layout::Merge => {
+            let mut merged = Value::Object(Map::new());
+            for (call, body) in bodies {
+                match body {
+                    body if call.keyed => deep_merge(&mut merged, keyed(call.name, body)),
+                    body @ Value::Object(_) => deep_merge(&mut merged, body),
+                    _ => misfits.push((
+                        call.name,
+                        misfit("is not an object, so it cannot be merged"),
+                    )),
+                }
+            }
+            merged
+        }
+        Layout::Concat => {
+            let mut items = Vec::new();
+            for (call, body) in bodies {
+                match body {
+                    Value::Array(list) => items.extend(list),
+                    _ => misfits.push((
+                        call.name,
+                        misfit("is not an array, so it cannot be concatenated"),
+                    )),
+                }
+            }
+            if let Some(sort) = &shape.sort {
+                sort.apply(&mut items);
+            }
+            if let Some(limit) = shape.limit {
+                items.truncate(limit);
+            }
+            Value::Array(items)
+        }
+    };
+    for derived in &shape.derive {
+        derived.apply(&mut document);
+    }
+    (serde_json::to_vec(&document).unwrap_or_default(), misfits)
+}
+
+fn keyed(key: &str, body: Value) -> Value {
+    let mut map = Map::with_capacity(1);
+    map.insert(key.to_string(), body);
+    Value::Object(map)
+}
+
+fn misfit(why: &str) -> Failure {
+    Failure::new(Reason::InvalidBody).with_detail(format!("body {why} by the route's layout"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::render::CallStatus;
+    use crate::shape::compile_response;
+    use serde_json::json;
+    use std::borrow::Cow;
+
+    fn view<'a>(name: &'a str, body: &'static str, keyed: bool) -> CallView<'a> {
+        CallView {
+            name,
+            output: Some(Cow::Borrowed(body.as_bytes())),
+            status: CallStatus::Succeeded,
+            fell_back: false,
+            duration_us: Some(1),
+            keyed,
+            headers: &[],
+        }
+    }
+
+    fn shape(response: Value) -> ResponseShape {
+        let config = crate::config::parse(
+            json!({"routes": [{"name": "r", "match": {"path": "/"}, "response": response,
+                   "calls": [{"name": "a", "cluster": "c", "path": "/"}]}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        compile_response(&config.routes[0].response).unwrap()
+    }
+
+    fn run(calls: &[CallView<'_>], response: Value) -> (Value, Vec<String>) {
+        let (bytes, misfits) = document(calls, &shape(response));
+        (
+            serde_json::from_slice(&bytes).unwrap(),
+            misfits.into_iter().map(|(n, _)| n.to_string()).collect(),
+        )
+    }
+
+    #[test]
+    fn merge_nests_keyed_calls_and_reports_misfits() {
+        let calls = [
+            view("a", r#"{"x":{"y":1},"l":[1]}"#, false),
+            view("b", r#"{"x":{"z":2},"l":[2]}"#, false),
+            view("n", "3", true),
+            view("s", "\"text\"", false),
+        ];
+        let (doc, misfits) = run(&calls, json!({"layout": "merge"}));
+        assert_eq!(doc, json!({"x": {"y": 1, "z": 2}, "l": [1, 2], "n": 3}));
+        assert_eq!(misfits, ["s"]);
+    }
+
+    #[test]
+    fn concat_sorts_limits_and_reports_misfits() {
+        let calls = [
+            view("a", r#"[{"v":1},{"v":3}]"#, false),
+            view("b", r#"[{"v":2}]"#, false),
+            view("c", "{}", false),
+        ];
+        let (doc, misfits) = run(
+            &calls,
+            json!({"layout": "concat", "sort_by": "v", "limit": 2}),
+        );
+        assert_eq!(doc, json!([{"v": 1}, {"v": 2}]));
+        assert_eq!(misfits, ["c"]);
+    }
+
+    #[test]
+    fn nested_with_derived_fields() {
+        let calls = [view("r", r#"{"items":[1,2,3]}"#, false)];
+        let (doc, _) = run(
+            &calls,
+            json!({"derive": {"n": {"count": "r.items"}, "total": {"sum": "r.items"}}}),
+        );
+        assert_eq!(doc, json!({"r": {"items": [1, 2, 3]}, "n": 3, "total": 6}));
+    }
+}

@@ -1,0 +1,271 @@
+//! Derived fields (SPEC §5): `count`, `sum`, `min`, `max`, `coalesce`, `concat` over paths of
+//! the answer. Absent inputs give `null`, never an error. Nothing more: business logic belongs
+//! in services.
+
+use crate::json_path::{Found, JsonPath};
+use serde_json::{Number, Value};
+
+#[derive(Debug)]
+pub enum Op {
+    Count(JsonPath),
+    Sum(JsonPath),
+    Min(JsonPath),
+    Max(JsonPath),
+    /// The first non-null value of the paths.
+    Coalesce(Vec<JsonPath>),
+    /// The arrays at the paths, concatenated.
+    Concat(Vec<JsonPath>),
+}
+
+#[derive(Debug)]
+pub struct Derived {
+    pub out: JsonPath,
+    pub op: Op,
+}
+
+impl Derived {
+    /// `"out.path": {"count": "reviews.items"}`.
+    pub fn compile(out: &str, op: &Value) -> Result<Derived, String> {
+        let out_path = JsonPath::parse(out)?;
+        if out.is_empty() || out_path.has_wildcard() {
+            return Err("the output must be a non-empty path without [*]".to_string());
+        }
+        let Some((name, argument)) = op
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.iter().next())
+        else {
+            return Err("must be one operation, like {\"count\": \"reviews.items\"}".to_string());
+        };
+        let path = || match argument.as_str() {
+            Some(text) => JsonPath::parse(text),
+            None => Err(format!("{name} takes one path (a string)")),
+        };
+        let paths = || match argument.as_array() {
+            Some(list) if !list.is_empty() => list
+                .iter()
+                .map(|p| {
+                    p.as_str()
+                        .ok_or_else(|| format!("{name} takes a list of paths"))
+                        .and_then(JsonPath::parse)
+                })
+                .collect::<Result<Vec<_>, _>>(),
+            _ => Err(format!("{name} takes a non-empty list of paths")),
+        };
+        let op = match name.as_str() {
+            "count" => Op::Count(path()?),
+            "sum" => Op::Sum(path()?),
+            "min" => Op::Min(path()?),
+            "max" => Op::Max(path()?),
+            "coalesce" => Op::Coalesce(paths()?),
+            "concat" => Op::Concat(paths()?),
+            other => {
+                return Err(format!(
+                    "unknown operation \"{other}\" (count, sum, min, max, coalesce, concat)"
+                ))
+            }
+        };
+        Ok(Derived { out: out_path, op })
+    }
+
+    /// Computes the value from `doc` and writes it at the output path.
+    pub fn apply(&self, doc: &mut Value) {
+        let value = self.evaluate(doc);
+        self.out.insert(doc, value);
+    }
+
+    fn evaluate(&self, doc: &Value) -> Value {
+        match &self.op {
+            Op::Count(path) => match path.find(doc) {
+                Found::Many(found) => Value::from(found.len()),
+                Found::One(Value::Array(items)) => Value::from(items.len()),
+                Found::One(Value::Object(map)) => Value::from(map.len()),
+                _ => Value::Null,
+            },
+            Op::Sum(path) => {
+                let numbers = numbers(path.find(doc));
+                if numbers.is_empty() {
+                    return Value::Null;
+                }
+                number(
+                    &numbers,
+                    |values| {
+                        values
+                            .iter()
+                            .try_fold(0i64, |sum, n| sum.checked_add(n.as_i64()?))
+                    },
+                    |values| values.iter().filter_map(Number::as_f64).sum(),
+                )
+            }
+            Op::Min(path) => extreme(numbers(path.find(doc)), std::cmp::Ordering::Less),
+            Op::Max(path) => extreme(numbers(path.find(doc)), std::cmp::Ordering::Greater),
+            Op::Coalesce(paths) => paths
+                .iter()
+                .find_map(|path| match path.find(doc) {
+                    Found::One(value) if !value.is_null() => Some(value.clone()),
+                    Found::Many(values) => values.into_iter().find(|v| !v.is_null()).cloned(),
+                    _ => None,
+                })
+                .unwrap_or(Value::Null),
+            Op::Concat(paths) => {
+                let mut out = Vec::new();
+                let mut any = false;
+                for path in paths {
+                    match path.find(doc) {
+                        Found::One(Value::Array(items)) => {
+                            any = true;
+                            out.extend(items.iter().cloned());
+                        }
+                        Found::Many(values) => {
+                            any = true;
+                            for value in values {
+                                match value {
+                                    Value::Array(items) => out.extend(items.iter().cloned()),
+                                    other => out.push(other.clone()),
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if any {
+                    Value::Array(out)
+                } else {
+                    Value::Null
+                }
+            }
+        }
+    }
+}
+
+/// The numbers a path finds: one, every match under `[*]`, or the elements of an array.
+fn numbers(found: Found<'_>) -> Vec<Number> {
+    let values: Vec<&Value> = match found {
+        Found::Nothing => Vec::new(),
+        Found::One(Value::Array(items)) => items.iter().collect(),
+        Found::One(value) => vec![value],
+        Found::Many(values) => values,
+    };
+    values
+        .into_iter()
+        .filter_map(|v| match v {
+            Value::Number(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An integer result when every input is an integer and nothing overflows, else a float.
+fn number(
+    values: &[Number],
+    integer: impl Fn(&[Number]) -> Option<i64>,
+    float: impl Fn(&[Number]) -> f64,
+) -> Value {
+    match integer(values) {
+        Some(n) => Value::from(n),
+        None => Number::from_f64(float(values)).map_or(Value::Null, Value::Number),
+    }
+}
+
+fn extreme(values: Vec<Number>, wanted: std::cmp::Ordering) -> Value {
+    values
+        .into_iter()
+        .reduce(|best, n| {
+            let (a, b) = (n.as_f64().unwrap_or(0.0), best.as_f64().unwrap_or(0.0));
+            if a.partial_cmp(&b) == Some(wanted) {
+                n
+            } else {
+                best
+            }
+        })
+        .map_or(Value::Null, Value::Number)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use serde_json::json;
+
+    fn derive(out: &str, op: Value, doc: &Value) -> Value {
+        let mut doc = doc.clone();
+        Derived::compile(out, &op).unwrap().apply(&mut doc);
+        JsonPath::parse(out).unwrap().take(&mut doc).unwrap()
+    }
+
+    fn doc() -> Value {
+        json!({"reviews": {"items": [{"stars": 4}, {"stars": 5}, {"stars": 2, "extra": true}, {"text": "no stars"}]},
+               "prices": [9.5, 12, 3], "a": null, "b": {"c": "found"}, "tags1": ["x"], "tags2": ["y", "z"]})
+    }
+
+    #[test]
+    fn count_sum_min_max_over_wildcards_and_arrays() {
+        let d = doc();
+        assert_eq!(derive("n", json!({"count": "reviews.items"}), &d), json!(4));
+        assert_eq!(
+            derive("n", json!({"count": "reviews.items[*].stars"}), &d),
+            json!(3)
+        );
+        assert_eq!(
+            derive("s", json!({"sum": "reviews.items[*].stars"}), &d),
+            json!(11)
+        );
+        assert_eq!(derive("s", json!({"sum": "prices"}), &d), json!(24.5));
+        assert_eq!(
+            derive("m", json!({"max": "reviews.items[*].stars"}), &d),
+            json!(5)
+        );
+        assert_eq!(derive("m", json!({"min": "prices"}), &d), json!(3));
+    }
+
+    #[test]
+    fn absent_inputs_give_null() {
+        let d = doc();
+        for op in [
+            json!({"count": "nope"}),
+            json!({"sum": "nope[*].x"}),
+            json!({"max": "b.c"}),
+            json!({"coalesce": ["a", "nope"]}),
+            json!({"concat": ["nope"]}),
+        ] {
+            assert_eq!(derive("out", op.clone(), &d), Value::Null, "{op}");
+        }
+    }
+
+    #[test]
+    fn coalesce_and_concat() {
+        let d = doc();
+        assert_eq!(
+            derive("x", json!({"coalesce": ["a", "nope", "b.c"]}), &d),
+            json!("found")
+        );
+        assert_eq!(
+            derive("x", json!({"concat": ["tags1", "tags2", "nope"]}), &d),
+            json!(["x", "y", "z"])
+        );
+    }
+
+    #[test]
+    fn outputs_can_be_nested_paths() {
+        let mut d = doc();
+        Derived::compile("summary.review_count", &json!({"count": "reviews.items"}))
+            .unwrap()
+            .apply(&mut d);
+        assert_eq!(d["summary"], json!({"review_count": 4}));
+    }
+
+    #[test]
+    fn bad_operations_are_refused() {
+        for op in [
+            json!({"avg": "x"}),
+            json!({"count": ["x"]}),
+            json!({"coalesce": "x"}),
+            json!({}),
+            json!({"count": "a", "sum": "b"}),
+            json!("count"),
+        ] {
+            assert!(Derived::compile("out", &op).is_err(), "{op}");
+        }
+        assert!(Derived::compile("a[*]", &json!({"count": "x"})).is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! Response shaping (SPEC §5): per-call transforms, layouts, derived fields and response
+//! headers, compiled once. Work happens only where it is configured: a route without shaping
+//! keeps the splice path of `render`.
+
+mod derive;
+mod layout;
+mod transform;
+
+pub use derive::{Derived, Op};
+pub use layout::{compare_sort_keys, deep_merge, Sort};
+pub use transform::CallShape;
+
+use crate::config::{Layout, ResponseConfig};
+use crate::json_path::JsonPath;
+
+/// Route-level shaping.
+#[derive(Debug)]
+pub struct ResponseShape {
+    pub layout: Layout,
+    pub sort: Option<Sort>,
+    pub limit: Option<usize>,
+    pub derive: Vec<Derived>,
+    /// Static headers added to every answer of the route.
+    pub headers: Vec<(String, String)>,
+}
+
+impl ResponseShape {
+    /// The default: the `nested` layout, nothing derived, no extra headers.
+    pub const fn nested() -> ResponseShape {
+        ResponseShape {
+            layout: Layout::Nested,
+            sort: None,
+            limit: None,
+            derive: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Whether the body can be spliced from the calls' bytes as they are.
+    pub fn splices(&self) -> bool {
+        self.layout == Layout::Nested && self.derive.is_empty()
+    }
+}
+
+/// Response headers the filter itself sets: configuration may not set or copy them.
+pub const CONTRACT_HEADERS: [&str; 4] = [
+    "content-type",
+    "x-aggregation-complete",
+    "server-timing",
+    "content-length",
+];
+
+/// Compiles the route's `response` block; errors are `(key, why)`.
+pub fn compile_response(config: &ResponseConfig) -> Result<ResponseShape, (String, String)> {
+    let concat_only = |key: &str| {
+        (
+            format!("response.{key}"),
+            "only applies to the concat layout".to_string(),
+        )
+    };
+    if config.layout != Layout::Concat {
+        if config.sort_by.is_some() {
+            return Err(concat_only("sort_by"));
+        }
+        if config.limit.is_some() {
+            return Err(concat_only("limit"));
+        }
+    }
+    if config.layout == Layout::Concat && !config.derive.is_empty() {
+        return Err((
+            "response.derive".to_string(),
+            "the concat layout answers an array: there is no object to add fields to".to_string(),
+        ));
+    }
+    let sort = match &config.sort_by {
+        Some(path) => Some(Sort {
+            path: JsonPath::parse(path).map_err(|why| ("response.sort_by".to_string(), why))?,
+            order: config.order,
+        }),
+        None => None,
+    };
+    let limit = match config.limit {
+        Some(0) => {
+            return Err((
+                "response.limit".to_string(),
+                "must be at least 1".to_string(),
+            ))
+        }
+        Some(limit) => Some(usize::try_from(limit).unwrap_or(usize::MAX)),
+        None => None,
+    };
+    let derive = config
+        .derive
+        .iter()
+        .map(|(out, op)| {
+            Derived::compile(out, op).map_err(|why| (format!("response.derive.{out}"), why))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ResponseShape {
+        layout: config.layout,
+        sort,
+        limit,
+        derive,
+        headers: config.headers.clone(),
+    })
+}

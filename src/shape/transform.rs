@@ -1,0 +1,167 @@
+//! Per-call transforms, applied in this order: `extract`, `select`, `omit`, `rename`.
+//! Missing paths are ignored: shaping never fails a call.
+
+use crate::config::CallConfig;
+use crate::json_path::JsonPath;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallShape {
+    extract: Option<JsonPath>,
+    select: Vec<JsonPath>,
+    omit: Vec<JsonPath>,
+    rename: Vec<(JsonPath, JsonPath)>,
+}
+
+impl CallShape {
+    /// `None` when the call has no transform; errors are `(key, why)`.
+    pub fn compile(call: &CallConfig) -> Result<Option<CallShape>, (String, String)> {
+        let parse =
+            |key: &str, text: &str| JsonPath::parse(text).map_err(|why| (key.to_string(), why));
+        let plain = |key: &str, text: &str| {
+            let path = parse(key, text)?;
+            if path.has_wildcard() || text.is_empty() {
+                return Err((
+                    key.to_string(),
+                    format!("\"{text}\" must be a non-empty path without [*]"),
+                ));
+            }
+            Ok(path)
+        };
+        let shape = CallShape {
+            extract: call
+                .extract
+                .as_deref()
+                .map(|p| plain("extract", p))
+                .transpose()?,
+            select: call
+                .select
+                .iter()
+                .map(|p| parse("select", p))
+                .collect::<Result<_, _>>()?,
+            omit: call
+                .omit
+                .iter()
+                .map(|p| parse("omit", p))
+                .collect::<Result<_, _>>()?,
+            rename: call
+                .rename
+                .iter()
+                .map(|(from, to)| Ok((plain("rename", from)?, plain("rename", to)?)))
+                .collect::<Result<_, (String, String)>>()?,
+        };
+        let empty = shape.extract.is_none()
+            && shape.select.is_empty()
+            && shape.omit.is_empty()
+            && shape.rename.is_empty();
+        Ok((!empty).then_some(shape))
+    }
+
+    pub fn apply(&self, body: Value) -> Value {
+        let mut body = match &self.extract {
+            Some(path) => {
+                let mut body = body;
+                path.take(&mut body).unwrap_or(Value::Null)
+            }
+            None => body,
+        };
+        if !self.select.is_empty() {
+            let mut selected = Value::Null;
+            for path in &self.select {
+                path.copy_into(&body, &mut selected);
+            }
+            body = match (selected, &body) {
+                (Value::Null, Value::Object(_)) => Value::Object(serde_json::Map::new()),
+                (selected, _) => selected,
+            };
+        }
+        for path in &self.omit {
+            path.remove(&mut body);
+        }
+        for (from, to) in &self.rename {
+            if let Some(value) = from.take(&mut body) {
+                to.insert(&mut body, value);
+            }
+        }
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::config;
+    use serde_json::json;
+
+    fn shape(call: &str) -> CallShape {
+        let json = format!(
+            r#"{{"routes":[{{"name":"r","match":{{"path":"/"}},"calls":[{{"name":"c","cluster":"k","path":"/",{call}}}]}}]}}"#
+        );
+        let config = config::parse(json.as_bytes()).unwrap();
+        CallShape::compile(&config.routes[0].calls[0])
+            .unwrap()
+            .unwrap()
+    }
+
+    const BODY: &str = r#"{"data":{"id":7,"name":"Lamp","internal":{"cost":3},"price":{"amount":9.5,"cur":"EUR"},
+        "tags":[{"k":"a","v":1},{"k":"b","v":2}]},"meta":{"page":1}}"#;
+
+    fn body() -> Value {
+        serde_json::from_str(BODY).unwrap()
+    }
+
+    #[test]
+    fn extract_omit_rename_apply_in_order() {
+        let s = shape(
+            r#""extract":"data","omit":["internal","tags[*].v"],"rename":{"price.amount":"price_eur","name":"title.text"}"#,
+        );
+        assert_eq!(
+            s.apply(body()),
+            json!({"id": 7, "title": {"text": "Lamp"}, "price": {"cur": "EUR"}, "price_eur": 9.5, "tags": [{"k": "a"}, {"k": "b"}]})
+        );
+    }
+
+    #[test]
+    fn select_keeps_nested_paths_with_their_parents() {
+        let s = shape(r#""select":["data.id","data.price.amount","data.tags[*].k","nope"]"#);
+        assert_eq!(
+            s.apply(body()),
+            json!({"data": {"id": 7, "price": {"amount": 9.5}, "tags": [{"k": "a"}, {"k": "b"}]}})
+        );
+        let none = shape(r#""select":["absent"]"#);
+        assert_eq!(
+            none.apply(body()),
+            json!({}),
+            "an object with nothing selected is empty"
+        );
+    }
+
+    #[test]
+    fn missing_paths_and_non_objects_are_left_alone() {
+        assert_eq!(shape(r#""extract":"nope""#).apply(body()), Value::Null);
+        let s = shape(r#""omit":["x.y"],"rename":{"a":"b"}"#);
+        assert_eq!(s.apply(json!([1, 2])), json!([1, 2]));
+        assert_eq!(s.apply(json!("text")), json!("text"));
+    }
+
+    #[test]
+    fn calls_without_transforms_have_no_shape() {
+        let config = config::parse(br#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[{"name":"c","cluster":"k","path":"/"}]}]}"#).unwrap();
+        assert_eq!(
+            CallShape::compile(&config.routes[0].calls[0]).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_paths_are_refused() {
+        let config = config::parse(br#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[{"name":"c","cluster":"k","path":"/","rename":{"a[*]":"b"}}]}]}"#).unwrap();
+        assert_eq!(
+            CallShape::compile(&config.routes[0].calls[0])
+                .unwrap_err()
+                .0,
+            "rename"
+        );
+    }
+}
