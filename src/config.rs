@@ -89,6 +89,142 @@ pub struct Defaults {
     pub forward_headers: Vec<String>,
     pub expose_errors: bool,
     pub max_fan_out: u64,
+    pub resilience: Resilience,
+    pub wait_for: WaitFor,
+    pub max_inflight: Option<u64>,
+}
+
+/// A setting that a lower level may inherit, replace, or switch off with `null`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Setting<T> {
+    #[default]
+    Inherit,
+    Off,
+    On(T),
+}
+
+impl<T> From<Option<T>> for Setting<T> {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Setting::Inherit, Setting::On)
+    }
+}
+
+impl<T: Clone> Setting<T> {
+    /// This level's setting over its parent's.
+    pub fn over(&self, parent: &Setting<T>) -> Setting<T> {
+        match self {
+            Setting::Inherit => parent.clone(),
+            other => other.clone(),
+        }
+    }
+
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            Setting::On(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// SPEC §6 per-call options; each level (defaults, route, call) may set them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resilience {
+    pub retries: Setting<RetryConfig>,
+    pub hedge_after_ms: Setting<u64>,
+    pub cache: Setting<CacheConfig>,
+    pub circuit_breaker: Setting<BreakerConfig>,
+}
+
+impl Resilience {
+    pub fn over(&self, parent: &Resilience) -> Resilience {
+        Resilience {
+            retries: self.retries.over(&parent.retries),
+            hedge_after_ms: self.hedge_after_ms.over(&parent.hedge_after_ms),
+            cache: self.cache.over(&parent.cache),
+            circuit_breaker: self.circuit_breaker.over(&parent.circuit_breaker),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Total attempts, the first included.
+    pub attempts: u32,
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+}
+
+fn default_backoff_ms() -> u64 {
+    25
+}
+
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::Connect, RetryOn::Timeout, RetryOn::ServerError]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum RetryOn {
+    #[serde(rename = "connect")]
+    Connect,
+    #[serde(rename = "timeout")]
+    Timeout,
+    #[serde(rename = "5xx")]
+    ServerError,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub ttl_ms: u64,
+    #[serde(default)]
+    pub stale_if_error_ms: u64,
+    #[serde(default)]
+    pub vary: Vec<String>,
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+}
+
+fn default_max_entries() -> u64 {
+    1024
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    pub failures: u32,
+    pub open_ms: u64,
+}
+
+/// Route `wait_for` (SPEC §6): how many successful calls are enough to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitFor {
+    #[default]
+    All,
+    Any,
+    Quorum,
+    Count(u64),
+}
+
+impl<'de> Deserialize<'de> for WaitFor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(s) if s == "all" => Ok(WaitFor::All),
+            Value::String(s) if s == "any" => Ok(WaitFor::Any),
+            Value::String(s) if s == "quorum" => Ok(WaitFor::Quorum),
+            Value::Number(n) => match n.as_u64() {
+                Some(count) if count >= 1 => Ok(WaitFor::Count(count)),
+                _ => Err(serde::de::Error::custom(
+                    "a count must be a whole number of at least 1",
+                )),
+            },
+            other => Err(serde::de::Error::custom(format!(
+                "expected \"all\", \"any\", \"quorum\" or a count, got {other}"
+            ))),
+        }
+    }
 }
 
 impl Default for Defaults {
@@ -103,6 +239,9 @@ impl Default for Defaults {
                 .collect(),
             expose_errors: false,
             max_fan_out: DEFAULT_MAX_FAN_OUT,
+            resilience: Resilience::default(),
+            wait_for: WaitFor::All,
+            max_inflight: None,
         }
     }
 }
@@ -125,6 +264,9 @@ pub struct RouteConfig {
     pub forward_headers: Vec<String>,
     pub expose_errors: Option<bool>,
     pub max_fan_out: Option<u64>,
+    pub resilience: Resilience,
+    pub wait_for: Option<WaitFor>,
+    pub max_inflight: Setting<u64>,
     /// Query parameter that selects calls; `None` when the user set `"fields_param": null`.
     pub fields_param: Option<String>,
     pub calls: Vec<CallConfig>,
@@ -223,6 +365,7 @@ pub struct CallConfig {
     pub rename: Vec<(String, String)>,
     /// `as`: the output key instead of the call's name.
     pub output_key: Option<String>,
+    pub resilience: Resilience,
 }
 
 /// Puts each per-item result into the matching elements of an earlier call's array.
@@ -281,9 +424,21 @@ fn parse_defaults(value: &Value) -> Result<Defaults, ConfigError> {
             .unwrap_or(builtin.forward_headers),
         expose_errors: fields.opt("expose_errors")?.unwrap_or(false),
         max_fan_out: fields.opt("max_fan_out")?.unwrap_or(builtin.max_fan_out),
+        resilience: resilience(&mut fields)?,
+        wait_for: fields.opt("wait_for")?.unwrap_or_default(),
+        max_inflight: fields.opt("max_inflight")?,
     };
     fields.finish()?;
     Ok(defaults)
+}
+
+fn resilience(fields: &mut Fields<'_>) -> Result<Resilience, ConfigError> {
+    Ok(Resilience {
+        retries: fields.setting("retries")?,
+        hedge_after_ms: fields.setting("hedge_after_ms")?,
+        cache: fields.setting("cache")?,
+        circuit_breaker: fields.setting("circuit_breaker")?,
+    })
 }
 
 /// A name for error messages before the entry itself has been read.
@@ -328,6 +483,9 @@ fn parse_route(index: usize, value: &Value) -> Result<RouteConfig, ConfigError> 
         forward_headers: fields.opt("forward_headers")?.unwrap_or_default(),
         expose_errors: fields.opt("expose_errors")?,
         max_fan_out: fields.opt("max_fan_out")?,
+        resilience: resilience(&mut fields)?,
+        wait_for: fields.opt("wait_for")?,
+        max_inflight: fields.setting("max_inflight")?,
         fields_param: nullable_string(&mut fields, "fields_param", DEFAULT_FIELDS_PARAM, &place)?,
         calls,
         response,
@@ -441,6 +599,7 @@ fn parse_call(route: &Place, index: usize, value: &Value) -> Result<CallConfig, 
         omit: fields.opt("omit")?.unwrap_or_default(),
         rename: string_map(&mut fields, "rename", &place)?,
         output_key: fields.opt("as")?,
+        resilience: resilience(&mut fields)?,
     };
     fields.finish()?;
     Ok(call)
@@ -491,6 +650,20 @@ impl<'a> Fields<'a> {
         T::deserialize(value)
             .map(Some)
             .map_err(|e| self.place.error(Some(&self.key_name(key)), e.to_string()))
+    }
+
+    /// Absent: inherit; `null`: off; a value: on.
+    fn setting<T: DeserializeOwned>(
+        &mut self,
+        key: &'static str,
+    ) -> Result<Setting<T>, ConfigError> {
+        match self.take(key) {
+            None => Ok(Setting::Inherit),
+            Some(Value::Null) => Ok(Setting::Off),
+            Some(value) => T::deserialize(value)
+                .map(Setting::On)
+                .map_err(|e| self.place.error(Some(&self.key_name(key)), e.to_string())),
+        }
     }
 
     fn req<T: DeserializeOwned>(&mut self, key: &'static str) -> Result<T, ConfigError> {

@@ -11,6 +11,7 @@ pub mod json_path;
 pub mod outcome;
 pub mod plan;
 pub mod render;
+pub mod resilience;
 pub mod shape;
 
 #[cfg(target_arch = "wasm32")]

@@ -19,6 +19,8 @@ pub enum Reason {
     Deadline,
     Dispatch,
     TooManyItems,
+    CircuitOpen,
+    Overload,
 }
 
 impl Reason {
@@ -35,6 +37,8 @@ impl Reason {
             Reason::Deadline => "deadline",
             Reason::Dispatch => "dispatch",
             Reason::TooManyItems => "too_many_items",
+            Reason::CircuitOpen => "circuit_open",
+            Reason::Overload => "overload",
         }
     }
 }
@@ -83,6 +87,7 @@ impl Failure {
         match (self.reason, self.status) {
             (Reason::Status, Some(status)) if (400..500).contains(&status) => status,
             (Reason::Timeout | Reason::Deadline, _) => 504,
+            (Reason::Overload, _) => 503,
             (Reason::MissingInput | Reason::InvalidInput, _) if self.from_client => 400,
             _ => 502,
         }
@@ -99,6 +104,10 @@ pub struct Success {
     pub value: Option<Value>,
     /// Upstream response headers to copy to the client (`headers_from`).
     pub headers: Vec<(String, String)>,
+    /// Served from the cache, fresh.
+    pub cached: bool,
+    /// Served from the cache after the call failed: the entry's age.
+    pub stale_age_ms: Option<u64>,
 }
 
 impl Success {
@@ -107,6 +116,19 @@ impl Success {
             json,
             value,
             headers: Vec::new(),
+            cached: false,
+            stale_age_ms: None,
+        }
+    }
+}
+
+impl Reason {
+    /// Failures that say the upstream is unwell, as opposed to an answer it chose to give.
+    pub fn counts_against_upstream(self, status: Option<u16>) -> bool {
+        match self {
+            Reason::Connect | Reason::Timeout => true,
+            Reason::Status => status.is_some_and(|s| s >= 500),
+            _ => false,
         }
     }
 }

@@ -1,32 +1,38 @@
-//! The per-request state machine (SPEC §3.2, §3.5, §4): events in, actions out, no I/O.
+//! The per-request state machine (SPEC §3.2, §3.5, §4, §6): events in, actions out, no I/O.
 //!
-//! `Gather::start` dispatches every selected call without pending dependencies. Each request
-//! handed to the host is a *job*: one per plain call, one per item of a `for_each` call. Each
-//! event about a job (answered, reset, refused) may make dependents ready, fail the
-//! aggregation (a required call failed), or complete it. The host sends the one `Respond`.
+//! `Gather::start` dispatches every selected call without pending dependencies. A call runs as
+//! tasks (one per plain call, one per `for_each` item); a task sends jobs (first attempt,
+//! retries, a hedge), each handed to the host as a `Dispatch`. Events about jobs, and timer
+//! wake-ups, may make dependents ready, fail the aggregation (a required call failed), or
+//! answer it (everything settled, or `wait_for` satisfied). The host sends the one `Respond`.
+//! Shared state (cache, circuit breakers) is read and written through a [`Store`].
 
 mod inputs;
 mod output;
+mod prepare;
 mod selection;
 mod state;
+mod tasks;
 
 pub use inputs::ClientRequest;
 
-use crate::outcome::{Failure, Reason, Success};
-use crate::plan::body::{BodyTemplate, RenderedBody};
-use crate::plan::template::{RenderError, Target};
+use crate::config::WaitFor;
+use crate::outcome::{Failure, Success};
 use crate::plan::{Call, FanOut, Route};
 use crate::render::{self, Response, Shape};
-use inputs::{ClientInputs, TemplateInputs};
+use crate::resilience::Store;
+use inputs::ClientInputs;
 use selection::Selection;
 use serde_json::Value;
-use state::{judge_event, CallState, Fanned, ItemState, Job, Outcome};
+use state::{CallState, Fanned, ItemState, Job, Outcome, Task};
 use std::rc::Rc;
 
 /// What the host must do next.
 #[derive(Debug, PartialEq)]
 pub enum Action {
     Dispatch(Dispatch),
+    /// Call `on_timer` at (or soon after) this time, in microseconds.
+    WakeAt(u64),
     Respond(Response),
 }
 
@@ -80,6 +86,7 @@ pub struct Gather {
     route: Rc<Route>,
     client: ClientInputs,
     states: Vec<CallState>,
+    tasks: Vec<Task>,
     jobs: Vec<Job>,
     selection: Selection,
     deadline_us: u64,
@@ -94,6 +101,7 @@ impl Gather {
         request: ClientRequest,
         received_us: u64,
         now_us: u64,
+        store: &dyn Store,
     ) -> (Gather, Vec<Action>) {
         let selection = selection::select(&route, &request.query);
         let (selection, early) = match selection {
@@ -123,6 +131,7 @@ impl Gather {
                 .collect(),
             deadline_us: received_us.saturating_add(route.deadline_ms.saturating_mul(1000)),
             client: ClientInputs::new(&route, request),
+            tasks: Vec::new(),
             jobs: Vec::new(),
             selection,
             route,
@@ -132,23 +141,19 @@ impl Gather {
             gather.answered = true;
             return (gather, vec![Action::Respond(response)]);
         }
-        let actions = gather.advance(now_us);
+        let mut actions = Vec::new();
+        gather.advance(now_us, store, &mut actions);
         (gather, actions)
     }
 
     /// The largest answer body the host should read for `job`.
     pub fn body_limit(&self, job: usize) -> u64 {
-        self.jobs
-            .get(job)
-            .and_then(|j| self.route.calls.get(j.call))
-            .map_or(0, |c| c.max_body_bytes)
+        self.call_of_job(job).map_or(0, |c| c.max_body_bytes)
     }
 
     /// The upstream response headers the host should read for `job`.
     pub fn headers_to_copy(&self, job: usize) -> &[String] {
-        self.jobs
-            .get(job)
-            .and_then(|j| self.route.calls.get(j.call))
+        self.call_of_job(job)
             .map_or(&[], |c| c.copy_headers.as_slice())
     }
 
@@ -156,38 +161,32 @@ impl Gather {
         self.answered
     }
 
-    pub fn on_event(&mut self, event: Event, now_us: u64) -> Vec<Action> {
+    pub fn on_event(&mut self, event: Event, now_us: u64, store: &dyn Store) -> Vec<Action> {
+        let mut actions = Vec::new();
         if self.answered {
-            return Vec::new();
+            return actions;
         }
-        let Some(job) = self.jobs.get_mut(event.job()).filter(|j| j.open) else {
-            log::debug!(
-                "route {}: ignoring an event for a job not in flight",
-                self.route.name
-            );
-            return Vec::new();
-        };
-        job.open = false;
-        let (call, item) = (job.call, job.item);
-        let duration_us = now_us.saturating_sub(job.since_us);
-        let Some(plan) = self.route.calls.get(call) else {
-            return Vec::new();
-        };
-        let result = judge_event(event, plan, job, duration_us);
-        let response = match item {
-            None => {
-                let outcome = match result {
-                    Ok(success) => Outcome::Succeeded(success),
-                    Err(failure) => Outcome::Failed(failure),
-                };
-                self.finish(call, outcome, Some(duration_us))
-            }
-            Some(item) => self.finish_item(call, item, result, now_us),
-        };
-        match response {
-            Some(response) => vec![Action::Respond(response)],
-            None => self.advance(now_us),
+        if self.on_job_event(event, now_us, store, &mut actions) && !self.answered {
+            self.advance(now_us, store, &mut actions);
         }
+        actions
+    }
+
+    /// Sends the retries and hedges that are due.
+    pub fn on_timer(&mut self, now_us: u64, store: &dyn Store) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.answered {
+            return actions;
+        }
+        if self.fire_timers(now_us, store, &mut actions) && !self.answered {
+            self.advance(now_us, store, &mut actions);
+        }
+        actions
+    }
+
+    fn call_of_job(&self, job: usize) -> Option<&Call> {
+        let task = self.tasks.get(self.jobs.get(job)?.task)?;
+        self.route.calls.get(task.call)
     }
 
     /// Records a finished call; answers at once if it was a required call that failed.
@@ -196,6 +195,7 @@ impl Gather {
         call: usize,
         outcome: Outcome,
         duration_us: Option<u64>,
+        attempts: u32,
     ) -> Option<Response> {
         let route = Rc::clone(&self.route);
         let plan = route.calls.get(call)?;
@@ -221,12 +221,13 @@ impl Gather {
             *state = CallState::Done {
                 outcome,
                 duration_us,
+                attempts,
             };
         }
         let failure = failure.filter(|_| plan.required)?;
         self.answered = true;
         let views = output::views(&route, &self.states, &self.selection);
-        let response = render::required_failure(&views, &plan.name, &failure, self.shape());
+        let response = render::required_failure(&views, &plan.output_key, &failure, self.shape());
         log::debug!(
             "route {}: required call {} failed, answering {}",
             route.name,
@@ -243,6 +244,7 @@ impl Gather {
         call: usize,
         item: usize,
         result: Result<Success, Failure>,
+        attempts: u32,
         now_us: u64,
     ) -> Option<Response> {
         let required = self.route.calls.get(call).is_some_and(|c| c.required);
@@ -257,20 +259,26 @@ impl Gather {
         let failed = result.is_err();
         if let Some(slot) = items.get_mut(item) {
             slot.result = Some(result);
+            slot.attempts = attempts;
         }
         if !(failed && required) && items.iter().any(|i| i.result.is_none()) {
             return None;
         }
         let items = std::mem::take(items);
+        let attempts = items.iter().map(|i| i.attempts).sum();
         let outcome = self.fanned(call, items);
-        self.finish(call, outcome, Some(now_us.saturating_sub(started_us)))
+        self.finish(
+            call,
+            outcome,
+            Some(now_us.saturating_sub(started_us)),
+            attempts,
+        )
     }
 
-    /// Dispatches every waiting call whose dependencies have finished, fails those that cannot
-    /// run, and answers when nothing is left to wait for.
-    fn advance(&mut self, now_us: u64) -> Vec<Action> {
+    /// Starts every waiting call whose dependencies have settled, fails those that cannot run,
+    /// and answers when nothing is left to wait for (or `wait_for` is satisfied).
+    fn advance(&mut self, now_us: u64, store: &dyn Store, actions: &mut Vec<Action>) {
         let route = Rc::clone(&self.route);
-        let mut actions = Vec::new();
         for &call in &route.order {
             let Some(plan) = route.calls.get(call) else {
                 continue;
@@ -285,84 +293,101 @@ impl Gather {
             if !ready {
                 continue;
             }
-            let started = match &plan.fan_out {
-                None => self.start_call(call, plan, now_us),
-                Some(fan_out) => self.start_fan_out(call, plan, fan_out, now_us),
-            };
-            let response = match started {
-                Ok(dispatches) => {
-                    actions.extend(dispatches.into_iter().map(Action::Dispatch));
-                    continue;
-                }
-                Err(outcome) => self.finish(call, outcome, None),
+            let response = match &plan.fan_out {
+                None => self.start_call(call, plan, now_us, store, actions),
+                Some(fan_out) => self.start_fan_out(call, plan, fan_out, now_us, store, actions),
             };
             if let Some(response) = response {
-                return vec![Action::Respond(response)];
+                actions.clear();
+                actions.push(Action::Respond(response));
+                return;
             }
         }
-        if self.states.iter().all(CallState::settled) {
+        if self.states.iter().all(CallState::settled) || self.waited_enough() {
             self.answered = true;
             let views = output::views(&route, &self.states, &self.selection);
             let response = render::aggregate(&views, self.shape());
-            log::debug!(
-                "route {}: all calls finished, answering {}",
-                route.name,
-                response.status
-            );
+            log::debug!("route {}: answering {}", route.name, response.status);
+            actions.retain(|a| matches!(a, Action::Respond(_)));
             actions.push(Action::Respond(response));
         }
-        actions
     }
 
-    /// Prepares a plain call: its one job, or the outcome that replaces it.
+    /// `wait_for` other than `all`: enough calls succeeded, the required ones among them.
+    fn waited_enough(&self) -> bool {
+        let fetched = self
+            .states
+            .iter()
+            .filter(|s| !matches!(s, CallState::Skipped))
+            .count();
+        let needed = match self.route.wait_for {
+            WaitFor::All => return false,
+            WaitFor::Any => 1,
+            WaitFor::Quorum => fetched / 2 + 1,
+            WaitFor::Count(count) => usize::try_from(count).unwrap_or(usize::MAX).min(fetched),
+        };
+        let required_done = self
+            .route
+            .calls
+            .iter()
+            .zip(&self.states)
+            .all(|(plan, state)| {
+                !plan.required || matches!(state, CallState::Skipped) || state.succeeded()
+            });
+        let succeeded = self.states.iter().filter(|s| s.succeeded()).count();
+        required_done && succeeded >= needed
+    }
+
+    /// Starts a plain call: one task.
     fn start_call(
         &mut self,
         call: usize,
         plan: &Call,
         now_us: u64,
-    ) -> Result<Vec<Dispatch>, Outcome> {
-        let request = self.prepare(plan, None, now_us).map_err(Outcome::Failed)?;
-        let dispatch = self.open_job(call, None, request, now_us);
+        store: &dyn Store,
+        actions: &mut Vec<Action>,
+    ) -> Option<Response> {
+        let request = match self.prepare(plan, None) {
+            Ok(request) => request,
+            Err(failure) => return self.finish(call, Outcome::Failed(failure), None, 0),
+        };
         if let Some(state) = self.states.get_mut(call) {
             *state = CallState::Running {
                 started_us: now_us,
                 items: None,
             };
         }
-        Ok(vec![dispatch])
+        self.begin_task(call, None, request, now_us, store, actions)
     }
 
-    /// Prepares a `for_each` call: one job per distinct item. Items whose templates cannot be
-    /// rendered fail at once; with no item left to send, the call finishes here.
+    /// Starts a `for_each` call: one task per distinct item. Items whose templates cannot be
+    /// rendered fail at once.
     fn start_fan_out(
         &mut self,
         call: usize,
         plan: &Call,
         fan_out: &FanOut,
         now_us: u64,
-    ) -> Result<Vec<Dispatch>, Outcome> {
-        self.check_dependencies(plan).map_err(Outcome::Failed)?;
-        let mut items: Vec<ItemState> = self
-            .items(fan_out)?
-            .into_iter()
-            .map(ItemState::new)
-            .collect();
-        let mut dispatches = Vec::new();
-        for index in 0..items.len() {
-            let Some(value) = items.get(index).map(|i| i.value.clone()) else {
-                continue;
-            };
-            match self.prepare(plan, Some(&value), now_us) {
-                Ok(request) => dispatches.push(self.open_job(call, Some(index), request, now_us)),
+        store: &dyn Store,
+        actions: &mut Vec<Action>,
+    ) -> Option<Response> {
+        let values = match self
+            .check_dependencies(plan)
+            .and_then(|()| self.items(fan_out))
+        {
+            Ok(values) => values,
+            Err(failure) => return self.finish(call, Outcome::Failed(failure), None, 0),
+        };
+        let mut items: Vec<ItemState> = values.into_iter().map(ItemState::new).collect();
+        let mut requests = Vec::with_capacity(items.len());
+        for item in &mut items {
+            match self.prepare(plan, Some(&item.value)) {
+                Ok(request) => requests.push(Some(request)),
                 Err(failure) => {
-                    if let Some(item) = items.get_mut(index) {
-                        item.result = Some(Err(failure));
-                    }
+                    item.result = Some(Err(failure));
+                    requests.push(None);
                 }
             }
-        }
-        if dispatches.is_empty() {
-            return Err(self.fanned(call, items));
         }
         log::debug!(
             "route {}: {} fans out to {} items",
@@ -370,45 +395,26 @@ impl Gather {
             plan.name,
             items.len()
         );
+        if items.iter().all(|i| i.result.is_some()) {
+            let outcome = self.fanned(call, items);
+            return self.finish(call, outcome, None, 0);
+        }
         if let Some(state) = self.states.get_mut(call) {
             *state = CallState::Running {
                 started_us: now_us,
                 items: Some(items),
             };
         }
-        Ok(dispatches)
-    }
-
-    /// The distinct values of a `for_each` path in first-seen order (`null`s skipped).
-    fn items(&self, fan_out: &FanOut) -> Result<Vec<Value>, Outcome> {
-        let inputs = self.inputs(None);
-        let source = crate::plan::template::Inputs::call_body(&inputs, fan_out.source);
-        let found = match source.map(|body| fan_out.path.find(body)) {
-            Some(crate::json_path::Found::Many(values)) => values,
-            _ => Vec::new(),
-        };
-        let mut distinct: Vec<Value> = Vec::new();
-        for value in found {
-            match value {
-                Value::Null => continue,
-                Value::Array(_) | Value::Object(_) => {
-                    let mut failure = Failure::new(Reason::InvalidInput);
-                    failure.input = Some(format!("for_each {}", fan_out.path.as_str()).into());
-                    return Err(Outcome::Failed(failure));
+        for (index, request) in requests.into_iter().enumerate() {
+            if let Some(request) = request {
+                if let Some(response) =
+                    self.begin_task(call, Some(index), request, now_us, store, actions)
+                {
+                    return Some(response);
                 }
-                scalar if !distinct.contains(scalar) => distinct.push(scalar.clone()),
-                _ => {}
             }
         }
-        if distinct.len() > fan_out.max_items {
-            let failure = Failure::new(Reason::TooManyItems).with_detail(format!(
-                "{} items, max_fan_out is {}",
-                distinct.len(),
-                fan_out.max_items
-            ));
-            return Err(Outcome::Failed(failure));
-        }
-        Ok(distinct)
+        None
     }
 
     /// A finished `for_each` call; its items as one array if later calls read it.
@@ -429,134 +435,6 @@ impl Gather {
         Outcome::Fanned(Fanned { items, value })
     }
 
-    fn open_job(
-        &mut self,
-        call: usize,
-        item: Option<usize>,
-        request: Prepared,
-        now_us: u64,
-    ) -> Dispatch {
-        let job = self.jobs.len();
-        self.jobs.push(Job {
-            call,
-            item,
-            since_us: now_us,
-            timeout_ms: request.timeout_ms,
-            open: true,
-        });
-        log::debug!(
-            "route {}: dispatch job {job} to cluster {} with timeout {} ms",
-            self.route.name,
-            request.cluster,
-            request.timeout_ms
-        );
-        Dispatch {
-            job,
-            cluster: request.cluster,
-            headers: request.headers,
-            body: request.body,
-            timeout_ms: request.timeout_ms,
-        }
-    }
-
-    /// A failed dependency without fallback stops the call.
-    fn check_dependencies(&self, plan: &Call) -> Result<(), Failure> {
-        let unusable = |d: &usize| {
-            let has_fallback = self
-                .route
-                .calls
-                .get(*d)
-                .is_some_and(|c| c.fallback.is_some());
-            let failed = matches!(
-                self.states.get(*d),
-                Some(CallState::Done {
-                    outcome: Outcome::Failed(_),
-                    ..
-                })
-            );
-            failed && !has_fallback
-        };
-        match plan.dependencies.iter().find(|d| unusable(d)) {
-            Some(failed) => {
-                let mut failure = Failure::new(Reason::DependencyFailed);
-                failure.dependency = self
-                    .route
-                    .calls
-                    .get(*failed)
-                    .map(|c| c.name.as_str().into());
-                Err(failure)
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Renders one request of a call (for one item, with `for_each`), or says why it cannot
-    /// be made.
-    fn prepare(&self, plan: &Call, item: Option<&Value>, now_us: u64) -> Result<Prepared, Failure> {
-        self.check_dependencies(plan)?;
-        let inputs = self.inputs(item);
-        let path = plan
-            .path
-            .render(&inputs, Target::Path)
-            .map_err(input_failure)?;
-        let mut headers = Vec::with_capacity(4 + plan.headers.len() + plan.forward.len());
-        headers.push((":method".to_string(), plan.method.clone()));
-        headers.push((":path".to_string(), path));
-        headers.push((":authority".to_string(), plan.authority.clone()));
-        for (name, template) in &plan.headers {
-            let value = template
-                .render(&inputs, Target::Header)
-                .map_err(input_failure)?;
-            headers.push((name.clone(), value));
-        }
-        for (name, slot) in &plan.forward {
-            if let Some(value) = self.client.header(*slot) {
-                headers.push((name.clone(), value.to_string()));
-            }
-        }
-        let body = match &plan.body {
-            None => None,
-            Some(template) => {
-                let (body, content_type) = match template.render(&inputs).map_err(input_failure)? {
-                    RenderedBody::Json(json) => (Some(json), Some("application/json")),
-                    RenderedBody::Client => {
-                        let content_type = match template {
-                            BodyTemplate::Client { content_type_slot } => {
-                                self.client.header(*content_type_slot)
-                            }
-                            BodyTemplate::Json(_) => None,
-                        };
-                        (self.client.request.body.clone(), content_type)
-                    }
-                };
-                let set_by_call = plan.headers.iter().any(|(name, _)| name == "content-type");
-                if let (Some(content_type), false) = (content_type, set_by_call) {
-                    headers.push(("content-type".to_string(), content_type.to_string()));
-                }
-                body
-            }
-        };
-        let remaining_ms = self.deadline_us.saturating_sub(now_us) / 1000;
-        if remaining_ms == 0 {
-            return Err(Failure::new(Reason::Deadline));
-        }
-        Ok(Prepared {
-            cluster: plan.cluster.clone(),
-            headers,
-            body,
-            timeout_ms: plan.timeout_ms.min(remaining_ms),
-        })
-    }
-
-    fn inputs<'a>(&'a self, item: Option<&'a Value>) -> TemplateInputs<'a> {
-        TemplateInputs {
-            client: &self.client,
-            states: &self.states,
-            route: &self.route,
-            item,
-        }
-    }
-
     fn shape(&self) -> Shape<'_> {
         Shape {
             meta_key: self.route.meta_key.as_deref(),
@@ -564,25 +442,6 @@ impl Gather {
             response: &self.route.response,
         }
     }
-}
-
-/// A rendered request before it becomes a job.
-struct Prepared {
-    cluster: String,
-    headers: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
-    timeout_ms: u64,
-}
-
-fn input_failure(error: RenderError) -> Failure {
-    let (reason, input, from_client) = match error {
-        RenderError::Missing { input, from_client } => (Reason::MissingInput, input, from_client),
-        RenderError::Invalid { input, from_client } => (Reason::InvalidInput, input, from_client),
-    };
-    let mut failure = Failure::new(reason);
-    failure.input = Some(input.into());
-    failure.from_client = from_client;
-    failure
 }
 
 #[cfg(test)]

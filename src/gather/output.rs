@@ -29,6 +29,7 @@ pub fn views<'a>(
                 CallState::Done {
                     outcome,
                     duration_us,
+                    ..
                 } => match outcome {
                     Outcome::Succeeded(_) => (CallStatus::Succeeded, false, *duration_us),
                     Outcome::Failed(failure) => {
@@ -46,12 +47,30 @@ pub fn views<'a>(
                     }
                 },
             };
-            let headers = match state {
+            let (headers, attempts, retried, cached, stale) = match state {
                 CallState::Done {
-                    outcome: Outcome::Succeeded(success),
-                    ..
-                } => success.headers.as_slice(),
-                _ => &[],
+                    outcome, attempts, ..
+                } => match outcome {
+                    Outcome::Succeeded(success) => (
+                        success.headers.as_slice(),
+                        *attempts,
+                        *attempts > 1,
+                        success.cached,
+                        success
+                            .stale_age_ms
+                            .map(|age| vec![(None, age)])
+                            .unwrap_or_default(),
+                    ),
+                    Outcome::Fanned(fanned) => (
+                        &[][..],
+                        *attempts,
+                        fanned.items.iter().any(|i| i.attempts > 1),
+                        false,
+                        fanned.stale().map(|(key, age)| (Some(key), age)).collect(),
+                    ),
+                    Outcome::Failed(_) => (&[][..], *attempts, *attempts > 1, false, Vec::new()),
+                },
+                _ => (&[][..], 0, false, false, Vec::new()),
             };
             CallView {
                 name: &plan.output_key,
@@ -65,6 +84,10 @@ pub fn views<'a>(
                 duration_us,
                 keyed: plan.keyed,
                 headers,
+                attempts,
+                retried,
+                cached,
+                stale,
             }
         })
         .collect()

@@ -1,4 +1,6 @@
-//! Where each call of one request stands, and what each dispatched request (a job) became.
+//! Where each call of one request stands. A call runs as *tasks* (one per plain call, one per
+//! `for_each` item); a task sends *jobs* (its first attempt, retries, a hedge) until one
+//! succeeds or it gives up.
 
 use super::Event;
 use crate::outcome::{judge_answer, Failure, Reason, Success};
@@ -19,6 +21,8 @@ pub enum CallState {
         outcome: Outcome,
         /// From the first dispatch to the last answer; `None` if never dispatched.
         duration_us: Option<u64>,
+        /// Requests sent for the call: first attempts, retries, hedges.
+        attempts: u32,
     },
 }
 
@@ -26,6 +30,21 @@ impl CallState {
     /// Finished, or never to run: nothing will change it any more.
     pub fn settled(&self) -> bool {
         matches!(self, CallState::Done { .. } | CallState::Skipped)
+    }
+
+    /// Succeeded with fresh data (for `wait_for`).
+    pub fn succeeded(&self) -> bool {
+        match self {
+            CallState::Done { outcome, .. } => match outcome {
+                Outcome::Succeeded(success) => success.stale_age_ms.is_none(),
+                Outcome::Failed(_) => false,
+                Outcome::Fanned(fanned) => fanned
+                    .items
+                    .iter()
+                    .all(|i| matches!(&i.result, Some(Ok(s)) if s.stale_age_ms.is_none())),
+            },
+            _ => false,
+        }
     }
 }
 
@@ -51,6 +70,16 @@ impl Fanned {
             _ => None,
         })
     }
+
+    pub fn stale(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.items.iter().filter_map(|item| match &item.result {
+            Some(Ok(Success {
+                stale_age_ms: Some(age),
+                ..
+            })) => Some((item.key.as_str(), *age)),
+            _ => None,
+        })
+    }
 }
 
 /// One item of a `for_each` call.
@@ -60,6 +89,7 @@ pub struct ItemState {
     pub key: String,
     pub value: Value,
     pub result: Option<Result<Success, Failure>>,
+    pub attempts: u32,
 }
 
 impl ItemState {
@@ -72,38 +102,52 @@ impl ItemState {
             key,
             value,
             result: None,
+            attempts: 0,
         }
     }
+}
+
+/// A rendered request, kept to be sent again by retries and hedges.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    /// The call's own timeout; each attempt also stops at the route deadline.
+    pub timeout_ms: u64,
+    /// Key in the response cache, when the call caches.
+    pub cache_key: Option<String>,
+}
+
+/// One logical request of a call.
+#[derive(Debug)]
+pub struct Task {
+    pub call: usize,
+    pub item: Option<usize>,
+    pub request: Prepared,
+    pub started_us: u64,
+    /// A cached answer too old to serve, young enough to stand in for a failure, and when
+    /// it was stored (ms).
+    pub stale: Option<(Vec<u8>, u64)>,
+    pub attempts: u32,
+    pub open_jobs: u32,
+    pub retry_at_us: Option<u64>,
+    pub hedge_at_us: Option<u64>,
+    pub hedged: bool,
+    /// The latest failure, reported if nothing better arrives.
+    pub failure: Option<Failure>,
+    pub done: bool,
 }
 
 /// One request handed to the host.
 #[derive(Debug)]
 pub struct Job {
-    pub call: usize,
-    pub item: Option<usize>,
+    pub task: usize,
     pub since_us: u64,
     pub timeout_ms: u64,
     pub open: bool,
-}
-
-/// Applies the call's transforms: the client sees the reshaped body; later calls' templates
-/// still read the upstream body.
-fn shaped(plan: &Call, mut success: Success) -> Success {
-    let Some(shape) = &plan.shape else {
-        return success;
-    };
-    let upstream = if plan.body_needed {
-        success.value.clone()
-    } else {
-        success.value.take()
-    };
-    let body = upstream
-        .or_else(|| serde_json::from_slice(&success.json).ok())
-        .unwrap_or(Value::Null);
-    if let Ok(json) = serde_json::to_vec(&shape.apply(body)) {
-        success.json = json;
-    }
-    success
+    /// The circuit breaker's one probe.
+    pub probe: bool,
 }
 
 /// A reset this close to a call's timeout is the timeout: Envoy arms its timers from the
@@ -112,12 +156,14 @@ fn timeout_slack_us(timeout_ms: u64) -> u64 {
     (timeout_ms.saturating_mul(1000) / 20).max(10_000)
 }
 
-/// What an event says about its job's answer.
+/// What an event says about its job's answer. `raw` receives the upstream body of a
+/// successful answer when the call caches it.
 pub fn judge_event(
     event: Event,
     plan: &Call,
     job: &Job,
     duration_us: u64,
+    raw: &mut Option<Vec<u8>>,
 ) -> Result<Success, Failure> {
     match event {
         Event::Answered {
@@ -125,10 +171,15 @@ pub fn judge_event(
             body,
             headers,
             ..
-        } => judge_answer(status, body, plan.format, plan.parses_answers()).map(|mut success| {
-            success.headers = headers;
-            shaped(plan, success)
-        }),
+        } => {
+            if plan.resilience.cache.is_some() && (200..300).contains(&status) {
+                *raw = Some(body.clone());
+            }
+            judge_answer(status, body, plan.format, plan.parses_answers()).map(|mut success| {
+                success.headers = headers;
+                shaped(plan, success)
+            })
+        }
         Event::TooLarge { status, .. } if (200..300).contains(&status) => {
             Err(Failure::new(Reason::TooLarge).with_detail(format!(
                 "body over max_body_bytes ({})",
@@ -153,4 +204,29 @@ pub fn judge_event(
         Event::Refused { detail, .. } => Err(Failure::new(Reason::Dispatch).with_detail(detail)),
         Event::Unreachable { detail, .. } => Err(Failure::new(Reason::Connect).with_detail(detail)),
     }
+}
+
+/// Judges a cached body as if it had just arrived.
+pub fn judge_cached(plan: &Call, body: Vec<u8>) -> Result<Success, Failure> {
+    judge_answer(200, body, plan.format, plan.parses_answers()).map(|success| shaped(plan, success))
+}
+
+/// Applies the call's transforms: the client sees the reshaped body; later calls' templates
+/// still read the upstream body.
+fn shaped(plan: &Call, mut success: Success) -> Success {
+    let Some(shape) = &plan.shape else {
+        return success;
+    };
+    let upstream = if plan.body_needed {
+        success.value.clone()
+    } else {
+        success.value.take()
+    };
+    let body = upstream
+        .or_else(|| serde_json::from_slice(&success.json).ok())
+        .unwrap_or(Value::Null);
+    if let Ok(json) = serde_json::to_vec(&shape.apply(body)) {
+        success.json = json;
+    }
+    success
 }

@@ -2,6 +2,29 @@
 use super::*;
 use crate::plan::matcher::Capture;
 use crate::plan::Plan;
+use crate::resilience::Store;
+
+/// Tests without shared state.
+struct NoStore;
+
+impl Store for NoStore {
+    fn get(&self, _: &str) -> Option<(Vec<u8>, u32)> {
+        None
+    }
+    fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> bool {
+        true
+    }
+}
+
+trait Drive {
+    fn ev(&mut self, event: Event, now_us: u64) -> Vec<Action>;
+}
+
+impl Drive for Gather {
+    fn ev(&mut self, event: Event, now_us: u64) -> Vec<Action> {
+        self.on_event(event, now_us, &NoStore)
+    }
+}
 use serde_json::json;
 
 const MS: u64 = 1000;
@@ -29,7 +52,7 @@ fn start(route: &Rc<Route>, id: &str, query: &str) -> (Gather, Vec<Action>) {
         headers,
         body: None,
     };
-    Gather::start(Rc::clone(route), request, 0, 0)
+    Gather::start(Rc::clone(route), request, 0, 0, &NoStore)
 }
 
 fn dispatches(actions: &[Action]) -> Vec<&Dispatch> {
@@ -37,7 +60,7 @@ fn dispatches(actions: &[Action]) -> Vec<&Dispatch> {
         .iter()
         .filter_map(|a| match a {
             Action::Dispatch(d) => Some(d),
-            Action::Respond(_) => None,
+            Action::Respond(_) | Action::WakeAt(_) => None,
         })
         .collect()
 }
@@ -90,16 +113,16 @@ fn independent_calls_are_dispatched_together_and_answered_in_config_order() {
         "timeout = min(call, deadline)"
     );
 
-    assert!(gather.on_event(answer(2, "3"), 10 * MS).is_empty());
-    assert!(gather.on_event(answer(0, "1"), 20 * MS).is_empty());
-    let r = response(gather.on_event(answer(1, "2"), 30 * MS));
+    assert!(gather.ev(answer(2, "3"), 10 * MS).is_empty());
+    assert!(gather.ev(answer(0, "1"), 20 * MS).is_empty());
+    let r = response(gather.ev(answer(1, "2"), 30 * MS));
     assert_eq!(r.body, br#"{"a":1,"b":2,"c":3,"_meta":{"complete":true}}"#);
     assert_eq!(
         r.header("server-timing"),
         Some("a;dur=20.0, b;dur=30.0, c;dur=10.0")
     );
     assert!(
-        gather.on_event(answer(1, "2"), 40 * MS).is_empty(),
+        gather.ev(answer(1, "2"), 40 * MS).is_empty(),
         "nothing after the answer"
     );
 }
@@ -117,7 +140,7 @@ fn dependent_call_waits_for_its_dependency_and_reads_its_body() {
         .map(|d| header(d, ":path").unwrap())
         .collect();
     assert_eq!(paths, ["/products/7", "/stock/7"]);
-    let actions = gather.on_event(answer(0, r#"{"seller":{"id":"s/1"}}"#), 50 * MS);
+    let actions = gather.ev(answer(0, r#"{"seller":{"id":"s/1"}}"#), 50 * MS);
     let next = dispatches(&actions);
     assert_eq!(next.len(), 1);
     assert_eq!(header(next[0], ":path"), Some("/sellers/s%2F1"));
@@ -126,8 +149,8 @@ fn dependent_call_waits_for_its_dependency_and_reads_its_body() {
         "the remaining deadline caps the timeout"
     );
     assert_eq!(next[0].job, 2);
-    assert!(gather.on_event(answer(1, "5"), 60 * MS).is_empty());
-    let r = response(gather.on_event(answer(2, r#"{"name":"Bob"}"#), 70 * MS));
+    assert!(gather.ev(answer(1, "5"), 60 * MS).is_empty());
+    let r = response(gather.ev(answer(2, r#"{"name":"Bob"}"#), 70 * MS));
     assert_eq!(body(&r)["seller"], json!({"name": "Bob"}));
 }
 
@@ -140,8 +163,8 @@ fn failed_dependency_stops_dependents_unless_it_has_a_fallback() {
            {"name":"d","cluster":"c","path":"/d/{calls.c.id}"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    assert!(gather.on_event(Event::Reset { job: 0 }, MS).is_empty());
-    let actions = gather.on_event(
+    assert!(gather.ev(Event::Reset { job: 0 }, MS).is_empty());
+    let actions = gather.ev(
         Event::Answered {
             headers: Vec::new(),
             job: 1,
@@ -153,7 +176,7 @@ fn failed_dependency_stops_dependents_unless_it_has_a_fallback() {
     let sent = dispatches(&actions);
     assert_eq!(sent.len(), 1);
     assert_eq!(header(sent[0], ":path"), Some("/d/9"));
-    let r = response(gather.on_event(answer(2, "4"), 3 * MS));
+    let r = response(gather.ev(answer(2, "4"), 3 * MS));
     assert_eq!(
         body(&r),
         json!({"c": {"id": 9}, "d": 4, "_meta": {"complete": false, "errors": {
@@ -170,7 +193,7 @@ fn required_failure_answers_at_once_and_ignores_the_rest() {
            {"name":"other","cluster":"c","path":"/o"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    let r = response(gather.on_event(
+    let r = response(gather.ev(
         Event::Answered {
             headers: Vec::new(),
             job: 0,
@@ -185,14 +208,14 @@ fn required_failure_answers_at_once_and_ignores_the_rest() {
         json!({"error": {"code": "required_call_failed", "call": "product", "reason": "status", "status": 503}})
     );
     assert!(gather.is_answered());
-    assert!(gather.on_event(answer(1, "1"), 2 * MS).is_empty());
+    assert!(gather.ev(answer(1, "1"), 2 * MS).is_empty());
 }
 
 #[test]
 fn required_client_error_is_passed_through_with_its_json_body() {
     let route = page(r#"{"name":"product","cluster":"c","path":"/p","required":true}"#);
     let (mut gather, _) = start(&route, "1", "");
-    let r = response(gather.on_event(
+    let r = response(gather.ev(
         Event::Answered {
             headers: Vec::new(),
             job: 0,
@@ -217,7 +240,7 @@ fn required_timeout_is_504() {
         status: 504,
         body: b"upstream request timeout".to_vec(),
     };
-    assert_eq!(response(gather.on_event(timeout, 300 * MS)).status, 504);
+    assert_eq!(response(gather.ev(timeout, 300 * MS)).status, 504);
 }
 
 #[test]
@@ -260,7 +283,7 @@ fn dependent_ready_after_the_deadline_is_not_dispatched() {
            {"name":"b","cluster":"c","path":"/b","after":["a"],"required":true}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    let r = response(gather.on_event(answer(0, "1"), 300 * MS));
+    let r = response(gather.ev(answer(0, "1"), 300 * MS));
     assert_eq!(r.status, 504);
     assert_eq!(body(&r)["error"]["reason"], "deadline");
 }
@@ -275,7 +298,7 @@ fn refused_unreachable_and_oversized_calls_are_reported() {
     let (mut gather, _) = start(&route, "1", "");
     assert!(gather.body_limit(1) == 10);
     assert!(gather
-        .on_event(
+        .ev(
             Event::Refused {
                 job: 0,
                 detail: "unknown cluster".into()
@@ -287,8 +310,8 @@ fn refused_unreachable_and_oversized_calls_are_reported() {
         job: 2,
         detail: "no healthy host".into(),
     };
-    assert!(gather.on_event(unreachable, 0).is_empty());
-    let r = response(gather.on_event(
+    assert!(gather.ev(unreachable, 0).is_empty());
+    let r = response(gather.ev(
         Event::TooLarge {
             job: 1,
             status: 200,
@@ -309,9 +332,9 @@ fn invalid_bodies_and_text_format() {
            {"name":"e","cluster":"c","path":"/e"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    gather.on_event(answer(0, "{not json"), MS);
-    gather.on_event(answer(1, "plain <b>text</b>"), MS);
-    let r = response(gather.on_event(
+    gather.ev(answer(0, "{not json"), MS);
+    gather.ev(answer(1, "plain <b>text</b>"), MS);
+    let r = response(gather.ev(
         Event::Answered {
             headers: Vec::new(),
             job: 2,
@@ -341,7 +364,7 @@ fn header_templates_refuse_line_breaks_from_client_input() {
 fn events_for_unknown_calls_are_ignored() {
     let route = page(r#"{"name":"a","cluster":"c","path":"/a"}"#);
     let (mut gather, _) = start(&route, "1", "");
-    assert!(gather.on_event(answer(7, "1"), MS).is_empty());
+    assert!(gather.ev(answer(7, "1"), MS).is_empty());
     assert!(!gather.is_answered());
 }
 
@@ -351,8 +374,8 @@ fn a_reset_at_the_timeout_is_a_timeout() {
         r#"{"name":"a","cluster":"c","path":"/a","timeout_ms":100},{"name":"b","cluster":"c","path":"/b"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    gather.on_event(Event::Reset { job: 0 }, 95 * MS);
-    let r = response(gather.on_event(Event::Reset { job: 1 }, 120 * MS));
+    gather.ev(Event::Reset { job: 0 }, 95 * MS);
+    let r = response(gather.ev(Event::Reset { job: 1 }, 120 * MS));
     assert_eq!(
         body(&r)["_meta"]["errors"],
         json!({"a": {"reason": "timeout"}, "b": {"reason": "connect"}})
@@ -376,7 +399,7 @@ fn start_with_body(
         headers,
         body: Some(body.as_bytes().to_vec()),
     };
-    Gather::start(Rc::clone(route), request, 0, 0)
+    Gather::start(Rc::clone(route), request, 0, 0, &NoStore)
 }
 
 const POSTS: &str = r#"{"items":[{"id":1,"author":"u1"},{"id":2,"author":"u2"},{"id":3,"author":"u1"},{"id":4,"author":null}]}"#;
@@ -388,14 +411,14 @@ fn for_each_makes_one_call_per_distinct_item_in_first_seen_order() {
            {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    let actions = gather.on_event(answer(0, POSTS), MS);
+    let actions = gather.ev(answer(0, POSTS), MS);
     let sent = dispatches(&actions);
     let paths: Vec<&str> = sent.iter().map(|d| header(d, ":path").unwrap()).collect();
     assert_eq!(paths, ["/users/u1", "/users/u2"], "null skipped, u1 once");
     assert!(gather
-        .on_event(answer(sent[1].job, r#"{"name":"Two"}"#), 2 * MS)
+        .ev(answer(sent[1].job, r#"{"name":"Two"}"#), 2 * MS)
         .is_empty());
-    let r = response(gather.on_event(answer(sent[0].job, r#"{"name":"One"}"#), 3 * MS));
+    let r = response(gather.ev(answer(sent[0].job, r#"{"name":"One"}"#), 3 * MS));
     assert_eq!(
         body(&r),
         json!({"posts": serde_json::from_str::<Value>(POSTS).unwrap(),
@@ -411,12 +434,12 @@ fn join_puts_each_result_into_the_matching_elements() {
             "join":{"into":"posts.items","on":"author","as":"author_detail"},"fallback":{"name":"?"}}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    let sent: Vec<usize> = dispatches(&gather.on_event(answer(0, POSTS), MS))
+    let sent: Vec<usize> = dispatches(&gather.ev(answer(0, POSTS), MS))
         .iter()
         .map(|d| d.job)
         .collect();
-    gather.on_event(answer(sent[0], r#"{"name":"One"}"#), 2 * MS);
-    let r = response(gather.on_event(Event::Reset { job: sent[1] }, 3 * MS));
+    gather.ev(answer(sent[0], r#"{"name":"One"}"#), 2 * MS);
+    let r = response(gather.ev(Event::Reset { job: sent[1] }, 3 * MS));
     assert_eq!(
         body(&r),
         json!({"posts": {"items": [
@@ -436,11 +459,11 @@ fn failed_items_without_fallback_are_null_in_the_array() {
            {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    let sent: Vec<usize> = dispatches(&gather.on_event(answer(0, POSTS), MS))
+    let sent: Vec<usize> = dispatches(&gather.ev(answer(0, POSTS), MS))
         .iter()
         .map(|d| d.job)
         .collect();
-    gather.on_event(
+    gather.ev(
         Event::Answered {
             headers: Vec::new(),
             job: sent[0],
@@ -449,7 +472,7 @@ fn failed_items_without_fallback_are_null_in_the_array() {
         },
         2 * MS,
     );
-    let r = response(gather.on_event(answer(sent[1], "2"), 3 * MS));
+    let r = response(gather.ev(answer(sent[1], "2"), 3 * MS));
     assert_eq!(body(&r)["authors"], json!([null, 2]));
     assert_eq!(
         body(&r)["_meta"]["errors"]["authors"],
@@ -464,7 +487,7 @@ fn too_many_items_fails_the_call_without_dispatching() {
            {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].id","max_fan_out":3}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    let r = response(gather.on_event(answer(0, POSTS), MS));
+    let r = response(gather.ev(answer(0, POSTS), MS));
     assert_eq!(
         body(&r)["_meta"]["errors"]["authors"],
         json!({"reason": "too_many_items"})
@@ -478,11 +501,11 @@ fn a_required_fan_out_fails_on_its_first_failed_item() {
            {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author","required":true}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    let sent: Vec<usize> = dispatches(&gather.on_event(answer(0, POSTS), MS))
+    let sent: Vec<usize> = dispatches(&gather.ev(answer(0, POSTS), MS))
         .iter()
         .map(|d| d.job)
         .collect();
-    let r = response(gather.on_event(
+    let r = response(gather.ev(
         Event::Answered {
             headers: Vec::new(),
             job: sent[1],
@@ -505,7 +528,7 @@ fn empty_item_lists_give_an_empty_array() {
            {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    let r = response(gather.on_event(answer(0, r#"{"items":[]}"#), MS));
+    let r = response(gather.ev(answer(0, r#"{"items":[]}"#), MS));
     assert_eq!(body(&r)["authors"], json!([]));
     assert_eq!(body(&r)["_meta"], json!({"complete": true}));
 }
@@ -521,9 +544,9 @@ fn fields_fetch_only_what_is_named_and_its_dependencies() {
     let sent = dispatches(&actions);
     assert_eq!(sent.len(), 1, "only the dependency starts");
     assert_eq!(header(sent[0], ":path"), Some("/p"));
-    let actions = gather.on_event(answer(0, r#"{"seller":"s1"}"#), MS);
+    let actions = gather.ev(answer(0, r#"{"seller":"s1"}"#), MS);
     let job = dispatches(&actions)[0].job;
-    let r = response(gather.on_event(answer(job, r#"{"name":"S"}"#), 2 * MS));
+    let r = response(gather.ev(answer(job, r#"{"name":"S"}"#), 2 * MS));
     assert_eq!(
         body(&r),
         json!({"seller": {"name": "S"}, "_meta": {"complete": true}})
@@ -597,4 +620,235 @@ fn a_client_body_that_is_not_json_is_invalid_input() {
     let r = response(actions);
     assert_eq!(r.status, 400);
     assert_eq!(body(&r)["error"]["reason"], "invalid_input");
+}
+
+mod resilience {
+    use super::*;
+    use crate::resilience::MemoryStore;
+
+    fn begin(route: &Rc<Route>, store: &MemoryStore, now_us: u64) -> (Gather, Vec<Action>) {
+        let request = ClientRequest {
+            captures: vec![Capture::Segment("1".into())],
+            headers: route.headers.iter().map(|_| None).collect(),
+            ..ClientRequest::default()
+        };
+        Gather::start(Rc::clone(route), request, now_us, now_us, store)
+    }
+
+    fn jobs(actions: &[Action]) -> Vec<usize> {
+        dispatches(actions).iter().map(|d| d.job).collect()
+    }
+
+    fn wake(actions: &[Action]) -> Option<u64> {
+        actions.iter().find_map(|a| match a {
+            Action::WakeAt(at) => Some(*at),
+            _ => None,
+        })
+    }
+
+    fn status(job: usize, status: u16) -> Event {
+        Event::Answered {
+            headers: Vec::new(),
+            job,
+            status,
+            body: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn retries_after_backoff_until_an_attempt_succeeds() {
+        let route = page(
+            r#"{"name":"a","cluster":"c","path":"/a","retries":{"attempts":3,"backoff_ms":10,"on":["5xx"]}}"#,
+        );
+        let store = MemoryStore::default();
+        let (mut g, actions) = begin(&route, &store, 0);
+        assert_eq!(jobs(&actions), [0]);
+        let actions = g.on_event(status(0, 503), MS, &store);
+        assert_eq!(wake(&actions), Some(11 * MS), "backoff before the retry");
+        assert!(jobs(&g.on_timer(5 * MS, &store)).is_empty(), "not yet due");
+        assert_eq!(jobs(&g.on_timer(11 * MS, &store)), [1]);
+        let actions = g.on_event(status(1, 500), 12 * MS, &store);
+        assert_eq!(jobs(&g.on_timer(wake(&actions).unwrap(), &store)), [2]);
+        let r = response(g.on_event(answer(2, "\"ok\""), 30 * MS, &store));
+        assert_eq!(
+            body(&r),
+            json!({"a": "ok", "_meta": {"complete": true, "attempts": {"a": 3}}})
+        );
+        assert!(r.header("server-timing").unwrap().ends_with(";attempts=3"));
+    }
+
+    #[test]
+    fn retries_stop_at_the_attempt_limit_and_on_other_reasons() {
+        let route = page(
+            r#"{"name":"a","cluster":"c","path":"/a","retries":{"attempts":2,"backoff_ms":0,"on":["connect"]}}"#,
+        );
+        let store = MemoryStore::default();
+        let (mut g, _) = begin(&route, &store, 0);
+        assert_eq!(
+            jobs(&g.on_event(Event::Reset { job: 0 }, MS, &store)),
+            [1],
+            "no backoff: at once"
+        );
+        let r = response(g.on_event(Event::Reset { job: 1 }, 2 * MS, &store));
+        assert_eq!(body(&r)["_meta"]["errors"]["a"]["reason"], "connect");
+        let (mut g, _) = begin(&route, &store, 0);
+        let r = response(g.on_event(status(0, 503), MS, &store));
+        assert_eq!(
+            body(&r)["_meta"]["errors"]["a"],
+            json!({"reason": "status", "status": 503}),
+            "5xx not listed"
+        );
+    }
+
+    #[test]
+    fn retries_never_run_past_the_deadline() {
+        let route = page(
+            r#"{"name":"a","cluster":"c","path":"/a","retries":{"attempts":5,"backoff_ms":100}}"#,
+        );
+        let store = MemoryStore::default();
+        let (mut g, _) = begin(&route, &store, 0);
+        let r = response(g.on_event(status(0, 500), 250 * MS, &store));
+        assert_eq!(
+            body(&r)["_meta"]["errors"]["a"]["status"],
+            500,
+            "300 ms deadline: no time for a retry"
+        );
+    }
+
+    #[test]
+    fn inherited_retries_skip_unsafe_methods() {
+        let route = route(
+            r#"{"defaults":{"retries":{"attempts":3,"backoff_ms":0}},"routes":[{"name":"r","match":{"path":"/x"},"calls":[
+            {"name":"post","cluster":"c","method":"POST","path":"/a"},
+            {"name":"unsafe","cluster":"c","method":"POST","path":"/b","unsafe":true}]}]}"#,
+        );
+        assert!(route.calls[0].resilience.retries.is_none());
+        assert!(route.calls[1].resilience.retries.is_some());
+        let e = Plan::compile(br#"{"routes":[{"name":"r","match":{"path":"/x"},"calls":[{"name":"p","cluster":"c","method":"POST","path":"/","retries":{"attempts":2}}]}]}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(r#"key "retries": POST is not idempotent"#),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_hedge_goes_out_after_silence_and_the_first_success_wins() {
+        let route = page(r#"{"name":"a","cluster":"c","path":"/a","hedge_after_ms":50}"#);
+        let store = MemoryStore::default();
+        let (mut g, actions) = begin(&route, &store, 0);
+        assert_eq!(wake(&actions), Some(50 * MS));
+        assert_eq!(jobs(&g.on_timer(50 * MS, &store)), [1]);
+        let r = response(g.on_event(answer(1, "\"hedge\""), 60 * MS, &store));
+        assert_eq!(body(&r)["a"], "hedge");
+        assert!(
+            g.on_event(answer(0, "\"slow\""), 200 * MS, &store)
+                .is_empty(),
+            "the loser is ignored"
+        );
+    }
+
+    #[test]
+    fn a_failed_first_attempt_waits_for_its_hedge() {
+        let route = page(r#"{"name":"a","cluster":"c","path":"/a","hedge_after_ms":10}"#);
+        let store = MemoryStore::default();
+        let (mut g, _) = begin(&route, &store, 0);
+        g.on_timer(10 * MS, &store);
+        assert!(g.on_event(status(0, 500), 20 * MS, &store).is_empty());
+        let r = response(g.on_event(answer(1, "1"), 30 * MS, &store));
+        assert_eq!(body(&r)["a"], 1);
+    }
+
+    #[test]
+    fn fresh_cache_hits_skip_the_upstream_and_stale_entries_stand_in_for_failures() {
+        let route = page(
+            r#"{"name":"a","cluster":"c","path":"/a/{path.id}","cache":{"ttl_ms":100,"stale_if_error_ms":1000}}"#,
+        );
+        let store = MemoryStore::default();
+        let (mut g, actions) = begin(&route, &store, 0);
+        response(g.on_event(answer(jobs(&actions)[0], "{\"v\":1}"), MS, &store));
+
+        let (_, actions) = begin(&route, &store, 50 * MS);
+        let r = response(actions);
+        assert_eq!(
+            body(&r),
+            json!({"a": {"v": 1}, "_meta": {"complete": true}}),
+            "fresh hit, nothing dispatched"
+        );
+        assert_eq!(r.header("server-timing"), Some(r#"a;dur=0.0;desc="cache""#));
+
+        let (mut g, actions) = begin(&route, &store, 500 * MS);
+        let r = response(g.on_event(status(jobs(&actions)[0], 503), 501 * MS, &store));
+        assert_eq!(
+            body(&r),
+            json!({"a": {"v": 1}, "_meta": {"complete": false, "stale": {"a": {"age_ms": 500}}}})
+        );
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+    }
+
+    #[test]
+    fn an_open_circuit_fails_calls_at_once() {
+        let route = page(
+            r#"{"name":"a","cluster":"c","path":"/a","circuit_breaker":{"failures":2,"open_ms":1000},"fallback":null}"#,
+        );
+        let store = MemoryStore::default();
+        for _ in 0..2 {
+            let (mut g, actions) = begin(&route, &store, 0);
+            g.on_event(
+                Event::Reset {
+                    job: jobs(&actions)[0],
+                },
+                MS,
+                &store,
+            );
+        }
+        let (_, actions) = begin(&route, &store, 10 * MS);
+        let r = response(actions);
+        assert_eq!(
+            body(&r),
+            json!({"a": null, "_meta": {"complete": false, "errors": {"a": {"reason": "circuit_open"}}, "fallback": ["a"]}})
+        );
+        let (_, actions) = begin(&route, &store, 1100 * MS);
+        assert_eq!(jobs(&actions).len(), 1, "after open_ms, one probe");
+    }
+
+    #[test]
+    fn wait_for_any_answers_with_the_first_success_and_names_the_rest() {
+        let route = route(
+            r#"{"routes":[{"name":"r","match":{"path":"/x"},"wait_for":"any","calls":[
+            {"name":"slow","cluster":"c","path":"/s"},{"name":"fast","cluster":"c","path":"/f"}]}]}"#,
+        );
+        let store = MemoryStore::default();
+        let request = ClientRequest {
+            headers: route.headers.iter().map(|_| None).collect(),
+            ..ClientRequest::default()
+        };
+        let (mut g, _) = Gather::start(Rc::clone(&route), request, 0, 0, &store);
+        let r = response(g.on_event(answer(1, "\"f\""), MS, &store));
+        assert_eq!(
+            body(&r),
+            json!({"fast": "f", "_meta": {"complete": false, "not_waited_for": ["slow"]}})
+        );
+        assert!(
+            g.on_event(answer(0, "\"s\""), 2 * MS, &store).is_empty(),
+            "late answers are ignored"
+        );
+    }
+
+    #[test]
+    fn wait_for_still_waits_for_required_calls() {
+        let route = route(
+            r#"{"routes":[{"name":"r","match":{"path":"/x"},"wait_for":1,"calls":[
+            {"name":"must","cluster":"c","path":"/m","required":true},{"name":"fast","cluster":"c","path":"/f"}]}]}"#,
+        );
+        let store = MemoryStore::default();
+        let request = ClientRequest {
+            headers: route.headers.iter().map(|_| None).collect(),
+            ..ClientRequest::default()
+        };
+        let (mut g, _) = Gather::start(Rc::clone(&route), request, 0, 0, &store);
+        assert!(g.on_event(answer(1, "1"), MS, &store).is_empty());
+        let r = response(g.on_event(answer(0, "2"), 2 * MS, &store));
+        assert_eq!(body(&r)["_meta"], json!({"complete": true}));
+    }
 }

@@ -1,179 +1,51 @@
-//! One HTTP stream: matches the request, reads what the route needs (headers, and the body
-//! when a call uses it), feeds the gather state machine with what Envoy reports, and carries
-//! out its actions (dispatch calls, send the one local reply).
+//! The stream context Envoy creates per request: a thin shell around its [`Exchange`], which
+//! the worker can also reach for timers and for answers routed through the root context.
 
-use super::{header_value, now_us};
-use crate::gather::{Action, ClientRequest, Dispatch, Event, Gather};
-use crate::plan::{split_query, Plan, Route};
-use crate::render::{self, Response};
-use proxy_wasm::hostcalls;
+use super::exchange::{Exchange, Via};
+use super::worker::Worker;
+use crate::plan::Plan;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action as HostAction, BufferType, MapType, Status};
-use std::collections::VecDeque;
+use proxy_wasm::types::Action;
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
-pub struct Aggregation {
-    plan: Rc<Plan>,
-    gather: Option<Gather>,
-    /// A matched request held until its body has arrived.
-    awaiting_body: Option<Pending>,
-    /// Dispatched jobs still expected: host token and job.
-    in_flight: Vec<(u32, usize)>,
+pub struct Stream {
+    context_id: u32,
+    exchange: Rc<RefCell<Exchange>>,
+    worker: Rc<Worker>,
 }
 
-struct Pending {
-    route: Rc<Route>,
-    request: ClientRequest,
-    received_us: u64,
-}
-
-impl Aggregation {
-    pub fn new(plan: Rc<Plan>) -> Self {
-        Aggregation {
+impl Stream {
+    pub fn new(context_id: u32, plan: Rc<Plan>, worker: Rc<Worker>) -> Self {
+        let exchange = Rc::new(RefCell::new(Exchange::new(
+            context_id,
             plan,
-            gather: None,
-            awaiting_body: None,
-            in_flight: Vec::new(),
+            Rc::clone(&worker),
+        )));
+        worker.register(context_id, &exchange);
+        Stream {
+            context_id,
+            exchange,
+            worker,
         }
     }
 
-    fn start(&mut self, pending: Pending) {
-        let (gather, actions) = Gather::start(
-            pending.route,
-            pending.request,
-            pending.received_us,
-            now_us(),
-        );
-        self.gather = Some(gather);
-        self.run(actions);
-    }
-
-    /// The body has arrived (or ended with trailers): read it and start.
-    fn body_complete(&mut self, body_size: usize) {
-        let Some(mut pending) = self.awaiting_body.take() else {
-            return;
-        };
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        pending.request.body = Some(body);
-        self.start(pending);
-    }
-
-    /// Carries out actions in order; a call the host refuses becomes an event at once.
-    fn run(&mut self, actions: Vec<Action>) {
-        let mut queue = VecDeque::from(actions);
-        while let Some(action) = queue.pop_front() {
-            match action {
-                Action::Dispatch(dispatch) => {
-                    if let Err(event) = self.dispatch(&dispatch) {
-                        let more = match self.gather.as_mut() {
-                            Some(gather) => gather.on_event(event, now_us()),
-                            None => Vec::new(),
-                        };
-                        queue.extend(more);
-                    }
-                }
-                Action::Respond(response) => {
-                    respond(&response);
-                    self.in_flight.clear();
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Hands a job to Envoy; a refusal comes back as the event it means.
-    fn dispatch(&mut self, dispatch: &Dispatch) -> Result<(), Event> {
-        let headers: Vec<(&str, &str)> = dispatch
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let timeout = Duration::from_millis(dispatch.timeout_ms);
-        let body = dispatch.body.as_deref();
-        match hostcalls::dispatch_http_call(&dispatch.cluster, headers, body, Vec::new(), timeout) {
-            Ok(token) => {
-                self.in_flight.push((token, dispatch.job));
-                Ok(())
-            }
-            // Envoy starts the call synchronously: with no healthy host it fails at once.
-            Err(Status::InternalFailure) => Err(Event::Unreachable {
-                job: dispatch.job,
-                detail: format!("no healthy host in cluster \"{}\"", dispatch.cluster),
-            }),
-            Err(status) => Err(Event::Refused {
-                job: dispatch.job,
-                detail: format!(
-                    "Envoy refused the call to cluster \"{}\" ({status:?}): unknown or not yet warmed cluster",
-                    dispatch.cluster
-                ),
-            }),
+    /// Runs `f` on the exchange; callbacks never nest, so the borrow is always free.
+    fn with<T>(&self, otherwise: T, f: impl FnOnce(&mut Exchange) -> T) -> T {
+        match self.exchange.try_borrow_mut() {
+            Ok(mut exchange) => f(&mut exchange),
+            Err(_) => otherwise,
         }
     }
 }
 
-fn respond(response: &Response) {
-    let headers: Vec<(&str, &str)> = response
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_ref(), v.as_str()))
-        .collect();
-    if let Err(status) =
-        hostcalls::send_http_response(u32::from(response.status), headers, Some(&response.body))
-    {
-        log::warn!("gateway-aggregator: Envoy refused the local reply: {status:?}");
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.worker.forget(self.context_id);
     }
 }
 
-/// Reads what Envoy holds for a finished call. Headers are read only when Envoy says there
-/// are some: without them there is no response, and reading would trap the VM.
-fn call_event(job: usize, num_headers: usize, body_size: usize, gather: &Gather) -> Event {
-    if num_headers == 0 {
-        return Event::Reset { job };
-    }
-    let status = header_value(MapType::HttpCallResponseHeaders, ":status")
-        .and_then(|s| s.parse::<u16>().ok());
-    let Some(status) = status else {
-        return Event::Reset { job };
-    };
-    if u64::try_from(body_size).unwrap_or(u64::MAX) > gather.body_limit(job) {
-        return Event::TooLarge { job, status };
-    }
-    let body = if body_size == 0 {
-        Vec::new()
-    } else {
-        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-    };
-    let headers = copied_headers(gather.headers_to_copy(job));
-    Event::Answered {
-        job,
-        status,
-        headers,
-        body,
-    }
-}
-
-/// Every value of the wanted call-response headers (several `set-cookie`, say), read only
-/// when the route copies some.
-fn copied_headers(wanted: &[String]) -> Vec<(String, String)> {
-    if wanted.is_empty() {
-        return Vec::new();
-    }
-    hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(name, _)| wanted.iter().any(|w| w.eq_ignore_ascii_case(name)))
-        .filter_map(|(name, value)| Some((name, String::from_utf8(value).ok()?)))
-        .collect()
-}
-
-impl Context for Aggregation {
+impl Context for Stream {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -181,108 +53,24 @@ impl Context for Aggregation {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(position) = self
-            .in_flight
-            .iter()
-            .position(|(token, _)| *token == token_id)
-        else {
-            return;
-        };
-        let (_, job) = self.in_flight.swap_remove(position);
-        let Some(gather) = self.gather.as_mut() else {
-            return;
-        };
-        let event = call_event(job, num_headers, body_size, gather);
-        let actions = gather.on_event(event, now_us());
-        self.run(actions);
+        self.with((), |e| {
+            e.on_call_response(token_id, num_headers, body_size, Via::Stream)
+        });
     }
 }
 
-impl HttpContext for Aggregation {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> HostAction {
-        if self.plan.routes.is_empty() {
-            return HostAction::Continue;
-        }
-        let Some(path) = header_value(MapType::HttpRequestHeaders, ":path") else {
-            return HostAction::Continue;
-        };
-        let Some(method) = header_value(MapType::HttpRequestHeaders, ":method") else {
-            return HostAction::Continue;
-        };
-        let mut read_header = |name: &str| header_value(MapType::HttpRequestHeaders, name);
-        let Some(matched) = self.plan.find(&method, &path, &mut read_header) else {
-            return HostAction::Continue;
-        };
-        log::debug!(
-            "gateway-aggregator: {method} {path} matched route {}",
-            matched.route.name
-        );
-        let headers = matched
-            .route
-            .headers
-            .iter()
-            .map(|name| header_value(MapType::HttpRequestHeaders, name))
-            .collect();
-        let (_, query) = split_query(&path);
-        let pending = Pending {
-            request: ClientRequest {
-                captures: matched.captures,
-                query: query.to_string(),
-                headers,
-                body: None,
-            },
-            route: matched.route,
-            received_us: now_us(),
-        };
-        if pending.route.client_body.needed && !end_of_stream {
-            // With allow_on_headers_stop_iteration, Pause holds the headers (nothing reaches the
-            // route's upstream) while the body still comes to on_http_request_body.
-            self.awaiting_body = Some(pending);
-        } else {
-            self.start(pending);
-        }
-        HostAction::Pause
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.with(Action::Continue, |e| e.on_request_headers(end_of_stream))
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
-        let Some(pending) = &self.awaiting_body else {
-            // A matched request never continues to the router, body included.
-            return self.hold_if_matched();
-        };
-        let limit = pending.route.client_body.max_bytes;
-        if u64::try_from(body_size).unwrap_or(u64::MAX) > limit {
-            self.awaiting_body = None;
-            let body =
-                serde_json::json!({"error": {"code": "request_body_too_large", "limit": limit}});
-            respond(&render::client_error(413, &body));
-            return HostAction::Pause;
-        }
-        if end_of_stream {
-            self.body_complete(body_size);
-        }
-        // Buffer the body: nothing of it goes on to the router.
-        HostAction::Pause
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.with(Action::Continue, |e| {
+            e.on_request_body(body_size, end_of_stream)
+        })
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> HostAction {
-        if self.awaiting_body.is_some() {
-            let size = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX)
-                .ok()
-                .flatten()
-                .map_or(0, |b| b.len());
-            self.body_complete(size);
-            return HostAction::Pause;
-        }
-        self.hold_if_matched()
-    }
-}
-
-impl Aggregation {
-    fn hold_if_matched(&self) -> HostAction {
-        if self.gather.is_some() {
-            HostAction::Pause
-        } else {
-            HostAction::Continue
-        }
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.with(Action::Continue, |e| e.on_request_trailers())
     }
 }

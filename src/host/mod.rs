@@ -2,8 +2,11 @@
 //! Only `Result`-returning hostcalls are used, and call-response headers are never read when
 //! Envoy reports no headers, so nothing here can trap the VM.
 
+mod exchange;
 mod http;
 mod root;
+mod store;
+mod worker;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};

@@ -1,18 +1,41 @@
-//! The root context: compiles the configuration once into the plan every request shares.
+//! The root context: compiles the configuration once into the plan every request shares, and
+//! drives the worker's timer. Calls made from the timer are answered to this context, which
+//! routes each answer to the request that made the call.
 
-use super::http::Aggregation;
+use super::exchange::Via;
+use super::http::Stream;
+use super::worker::Worker;
 use crate::plan::Plan;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 use std::rc::Rc;
+use std::time::Duration;
+
+/// How often the timer looks for due retries and hedges, when a route needs it.
+const TICK: Duration = Duration::from_millis(5);
 
 #[derive(Default)]
 pub struct Root {
     plan: Option<Rc<Plan>>,
+    worker: Rc<Worker>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(context_id) = self.worker.take_root_call(token_id) {
+            self.worker.with_exchange(context_id, |exchange| {
+                exchange.on_call_response(token_id, num_headers, body_size, Via::Root)
+            });
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _configuration_size: usize) -> bool {
@@ -50,6 +73,14 @@ impl RootContext for Root {
                     plan.call_count(),
                     routes.join("; ")
                 );
+                if plan.routes.iter().any(|r| r.needs_timers()) {
+                    if let Err(status) = hostcalls::set_tick_period(TICK) {
+                        log::error!(
+                            "gateway-aggregator: no timer for retries and hedges: {status:?}"
+                        );
+                        return false;
+                    }
+                }
                 self.plan = Some(Rc::new(plan));
                 true
             }
@@ -60,13 +91,25 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn on_tick(&mut self) {
+        let now_us = super::now_us();
+        for context_id in self.worker.due(now_us) {
+            self.worker
+                .with_exchange(context_id, |exchange| exchange.on_timer(now_us));
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never None: the SDK traps on it. Without a plan, every request passes through.
         let plan = self
             .plan
             .clone()
             .unwrap_or_else(|| Rc::new(Plan { routes: Vec::new() }));
-        Some(Box::new(Aggregation::new(plan)))
+        Some(Box::new(Stream::new(
+            context_id,
+            plan,
+            Rc::clone(&self.worker),
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {

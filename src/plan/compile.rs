@@ -4,9 +4,14 @@
 use super::body::BodyTemplate;
 use super::matcher::PathPattern;
 use super::template::{self, Resolve, Source, Template};
-use super::{graph, Call, ClientBodyUse, Fallback, FanOut, Join, Plan, Route};
+use super::{
+    graph, CacheSpec, Call, CallResilience, ClientBodyUse, Fallback, FanOut, Join, Plan,
+    RetryPolicy, Route,
+};
 use crate::config::{self, CallConfig, Config, ConfigError, JoinConfig, Place, RouteConfig};
 use crate::json_path::JsonPath;
+use crate::resilience::breaker::BreakerPolicy;
+use crate::resilience::cache::CachePolicy;
 use crate::shape::{self, CallShape};
 use std::rc::Rc;
 
@@ -326,7 +331,37 @@ fn compile_route(
         fields_param: route.fields_param.clone(),
         client_body,
         response,
+        wait_for: compile_wait_for(route, defaults, place)?,
+        max_inflight: match route
+            .max_inflight
+            .over(&config::Setting::from(defaults.max_inflight))
+        {
+            config::Setting::On(limit) => {
+                Some(check_range(limit, 1..=1_000_000, place, "max_inflight")?)
+            }
+            _ => None,
+        },
     })
+}
+
+fn compile_wait_for(
+    route: &RouteConfig,
+    defaults: &config::Defaults,
+    place: &Place,
+) -> Result<config::WaitFor, ConfigError> {
+    let wait_for = route.wait_for.unwrap_or(defaults.wait_for);
+    if let config::WaitFor::Count(count) = wait_for {
+        if count > u64::try_from(route.calls.len()).unwrap_or(u64::MAX) {
+            return Err(place.error(
+                Some("wait_for"),
+                format!(
+                    "waits for {count} calls but the route has {}",
+                    route.calls.len()
+                ),
+            ));
+        }
+    }
+    Ok(wait_for)
 }
 
 /// The route's `response` block, and what it implies for the calls: output keys that must be
@@ -478,7 +513,7 @@ fn compile_call(
             forward_names.push(name);
         }
     }
-    let forward = forward_names
+    let forward: Vec<(String, usize)> = forward_names
         .into_iter()
         .filter(|name| !headers.iter().any(|(set, _)| set == name))
         .map(|name| {
@@ -566,6 +601,9 @@ fn compile_call(
             dependencies.push(dependency);
         }
     }
+    let resilience = compile_resilience(
+        call, route, defaults, &method, &headers, &forward, inputs, place,
+    )?;
     let mut compiled = Call {
         name: call.name.clone(),
         cluster: call.cluster.clone(),
@@ -583,6 +621,7 @@ fn compile_call(
         body,
         may_repeat: call.unsafe_repeat || IDEMPOTENT_METHODS.contains(&method.as_str()),
         shape: CallShape::compile(call).map_err(|(key, why)| place.error(Some(&key), why))?,
+        resilience,
         output_key: call.output_key.clone().unwrap_or_else(|| call.name.clone()),
         keyed: call.output_key.is_some(),
         copy_headers: Vec::new(),
@@ -610,6 +649,156 @@ fn compile_call(
         ));
     }
     Ok(compiled)
+}
+
+/// The call's SPEC §6 options after inheritance. Options a call sets itself must make sense
+/// for it; inherited ones that do not apply (retrying a POST, caching a POST) are dropped.
+#[allow(clippy::too_many_arguments)]
+fn compile_resilience(
+    call: &CallConfig,
+    route: &RouteConfig,
+    defaults: &config::Defaults,
+    method: &str,
+    headers: &[(String, Template)],
+    forward: &[(String, usize)],
+    inputs: &mut RouteInputs<'_>,
+    place: &Place,
+) -> Result<CallResilience, ConfigError> {
+    let own = &call.resilience;
+    let merged = own.over(&route.resilience.over(&defaults.resilience));
+    let repeatable = call.unsafe_repeat || IDEMPOTENT_METHODS.contains(&method);
+    let explicit = |setting: &config::Setting<_>| matches!(setting, config::Setting::On(_));
+    let not_repeatable = |key: &str| {
+        place.error(
+            Some(key),
+            format!("{method} is not idempotent: set \"unsafe\": true if sending it twice is safe"),
+        )
+    };
+    if !repeatable && explicit(&own.retries) {
+        return Err(not_repeatable("retries"));
+    }
+    if !repeatable && matches!(own.hedge_after_ms, config::Setting::On(_)) {
+        return Err(not_repeatable("hedge_after_ms"));
+    }
+    let retries = match merged.retries.value().filter(|_| repeatable) {
+        Some(retries) => {
+            check_range(
+                u64::from(retries.attempts),
+                1..=10,
+                place,
+                "retries.attempts",
+            )?;
+            check_range(retries.backoff_ms, 0..=MAX_MS, place, "retries.backoff_ms")?;
+            if retries.on.is_empty() {
+                return Err(place.error(
+                    Some("retries.on"),
+                    "must list at least one of connect, timeout, 5xx",
+                ));
+            }
+            Some(RetryPolicy {
+                attempts: retries.attempts,
+                backoff_ms: retries.backoff_ms,
+                on: retries.on.clone(),
+            })
+        }
+        None => None,
+    };
+    let hedge_after_ms = match merged.hedge_after_ms.value().filter(|_| repeatable) {
+        Some(ms) => Some(check_range(*ms, 1..=MAX_MS, place, "hedge_after_ms")?),
+        None => None,
+    };
+    let cacheable = matches!(method, "GET" | "HEAD");
+    if !cacheable && matches!(own.cache, config::Setting::On(_)) {
+        return Err(place.error(
+            Some("cache"),
+            format!("only GET and HEAD answers are cached, not {method}"),
+        ));
+    }
+    let cache = match merged.cache.value().filter(|_| cacheable) {
+        Some(cache) => Some(compile_cache(
+            cache, call, route, headers, forward, inputs, place,
+        )?),
+        None => None,
+    };
+    let breaker = match merged.circuit_breaker.value() {
+        Some(breaker) => Some(BreakerPolicy {
+            failures: u32::try_from(check_range(
+                u64::from(breaker.failures),
+                1..=1000,
+                place,
+                "circuit_breaker.failures",
+            )?)
+            .unwrap_or(1),
+            open_ms: check_range(
+                breaker.open_ms,
+                1..=MAX_MS,
+                place,
+                "circuit_breaker.open_ms",
+            )?,
+        }),
+        None => None,
+    };
+    Ok(CallResilience {
+        retries,
+        hedge_after_ms,
+        cache,
+        breaker,
+    })
+}
+
+/// The cache of one call. A credential the call sends must be part of the key, or one user's
+/// answer could be served to another.
+fn compile_cache(
+    cache: &config::CacheConfig,
+    call: &CallConfig,
+    route: &RouteConfig,
+    headers: &[(String, Template)],
+    forward: &[(String, usize)],
+    inputs: &mut RouteInputs<'_>,
+    place: &Place,
+) -> Result<CacheSpec, ConfigError> {
+    check_range(cache.ttl_ms, 1..=MAX_MS, place, "cache.ttl_ms")?;
+    check_range(
+        cache.stale_if_error_ms,
+        0..=MAX_MS,
+        place,
+        "cache.stale_if_error_ms",
+    )?;
+    let max_entries = check_range(cache.max_entries, 1..=100_000, place, "cache.max_entries")?;
+    let vary = lower_header_list(&cache.vary, place, "cache.vary", true)?;
+    let credential_names: Vec<&str> = forward
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .chain(headers.iter().map(|(name, _)| name.as_str()))
+        .chain(
+            headers
+                .iter()
+                .flat_map(|(_, t)| t.placeholders())
+                .filter_map(|p| match p.source {
+                    Source::Header(slot) => inputs.headers.get(slot).map(String::as_str),
+                    _ => None,
+                }),
+        )
+        .filter(|name| CREDENTIAL_HEADERS.contains(name))
+        .collect();
+    if let Some(missing) = credential_names
+        .iter()
+        .find(|name| !vary.iter().any(|v| v == *name))
+    {
+        return Err(place.error(
+            Some("cache.vary"),
+            format!("the call sends \"{missing}\": list it in vary, or cached answers would cross users"),
+        ));
+    }
+    Ok(CacheSpec {
+        policy: CachePolicy {
+            ttl_ms: cache.ttl_ms,
+            stale_if_error_ms: cache.stale_if_error_ms,
+            max_entries,
+            namespace: format!("ga/cache/{}/{}/", route.name, call.name),
+        },
+        vary_slots: vary.iter().map(|name| inputs.header(name)).collect(),
+    })
 }
 
 /// `for_each: "calls.X.path[*].field"`.

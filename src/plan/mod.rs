@@ -9,6 +9,8 @@ pub mod template;
 
 use crate::config::{self, ConfigError, Format};
 use crate::json_path::JsonPath;
+use crate::resilience::breaker::BreakerPolicy;
+use crate::resilience::cache::CachePolicy;
 use crate::shape::{CallShape, ResponseShape};
 use body::BodyTemplate;
 use matcher::{Capture, PathPattern};
@@ -44,6 +46,9 @@ pub struct Route {
     pub fields_param: Option<String>,
     pub client_body: ClientBodyUse,
     pub response: ResponseShape,
+    pub wait_for: config::WaitFor,
+    /// Most aggregations of this route in flight per worker; more are answered 503.
+    pub max_inflight: Option<u64>,
 }
 
 /// What the route needs from the client's body (SPEC §3.4).
@@ -89,6 +94,31 @@ pub struct Call {
     pub keyed: bool,
     /// Upstream response headers copied to the client's response (`headers_from`).
     pub copy_headers: Vec<String>,
+    pub resilience: CallResilience,
+}
+
+/// SPEC §6 options of one call, after inheritance.
+#[derive(Debug, Default)]
+pub struct CallResilience {
+    pub retries: Option<RetryPolicy>,
+    pub hedge_after_ms: Option<u64>,
+    pub cache: Option<CacheSpec>,
+    pub breaker: Option<BreakerPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included.
+    pub attempts: u32,
+    pub backoff_ms: u64,
+    pub on: Vec<config::RetryOn>,
+}
+
+#[derive(Debug)]
+pub struct CacheSpec {
+    pub policy: CachePolicy,
+    /// Slots in `Route::headers` of the `vary` headers, in order.
+    pub vary_slots: Vec<usize>,
 }
 
 impl Call {
@@ -194,6 +224,17 @@ impl Route {
 
     pub fn call_index(&self, name: &str) -> Option<usize> {
         self.calls.iter().position(|c| c.name == name)
+    }
+
+    /// Backoffs and hedges need the worker's timer.
+    pub fn needs_timers(&self) -> bool {
+        self.calls.iter().any(|c| {
+            c.resilience.hedge_after_ms.is_some()
+                || c.resilience
+                    .retries
+                    .as_ref()
+                    .is_some_and(|r| r.backoff_ms > 0)
+        })
     }
 }
 

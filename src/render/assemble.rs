@@ -93,6 +93,10 @@ mod tests {
             duration_us: Some(1),
             keyed,
             headers: &[],
+            attempts: 1,
+            retried: false,
+            cached: false,
+            stale: Vec::new(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The completeness object (`_meta`) and what a client may learn about a failure.
 
+use super::{CallStatus, CallView};
 use crate::outcome::Failure;
 use std::borrow::Cow;
 
@@ -11,14 +12,24 @@ pub enum ErrorEntry<'a> {
     Items(&'a [(&'a str, &'a Failure)]),
 }
 
-/// `{"complete":…,"errors":{…},"fallback":[…]}`; empty lists are left out.
-pub fn write_meta(
-    body: &mut Vec<u8>,
-    complete: bool,
-    errors: &[(&str, ErrorEntry<'_>)],
-    fell_back: &[&str],
-    expose: bool,
-) {
+/// What `_meta` reports.
+pub struct Report<'a> {
+    pub complete: bool,
+    pub errors: &'a [(&'a str, ErrorEntry<'a>)],
+    pub fell_back: &'a [&'a str],
+    pub calls: &'a [CallView<'a>],
+    pub expose: bool,
+}
+
+/// `{"complete":…,"errors":{…},"fallback":[…],"stale":{…},"attempts":{…},"not_waited_for":[…]}`;
+/// empty parts are left out.
+pub fn write_meta(body: &mut Vec<u8>, report: &Report<'_>) {
+    let (complete, errors, fell_back, expose) = (
+        report.complete,
+        report.errors,
+        report.fell_back,
+        report.expose,
+    );
     body.extend_from_slice(if complete {
         br#"{"complete":true"#
     } else {
@@ -40,15 +51,71 @@ pub fn write_meta(
         }
         body.push(b'}');
     }
-    if !fell_back.is_empty() {
-        body.extend_from_slice(br#","fallback":["#);
-        for (i, name) in fell_back.iter().enumerate() {
+    write_names(body, "fallback", fell_back);
+    write_stale(body, report.calls);
+    let retried: Vec<&CallView<'_>> = report.calls.iter().filter(|c| c.retried).collect();
+    if !retried.is_empty() {
+        body.extend_from_slice(br#","attempts":{"#);
+        for (i, call) in retried.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
-            push_string(body, name);
+            push_key(body, call.name);
+            body.extend_from_slice(call.attempts.to_string().as_bytes());
         }
-        body.push(b']');
+        body.push(b'}');
+    }
+    let unfinished: Vec<&str> = report
+        .calls
+        .iter()
+        .filter(|c| matches!(c.status, CallStatus::Unfinished))
+        .map(|c| c.name)
+        .collect();
+    write_names(body, "not_waited_for", &unfinished);
+    body.push(b'}');
+}
+
+/// `,"key":["a","b"]`, unless the list is empty.
+fn write_names(body: &mut Vec<u8>, key: &str, names: &[&str]) {
+    if names.is_empty() {
+        return;
+    }
+    body.extend_from_slice(format!(r#","{key}":["#).as_bytes());
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        push_string(body, name);
+    }
+    body.push(b']');
+}
+
+/// `,"stale":{"inventory":{"age_ms":5300},"authors":{"items":{"u1":{"age_ms":10}}}}`.
+fn write_stale(body: &mut Vec<u8>, calls: &[CallView<'_>]) {
+    let stale: Vec<&CallView<'_>> = calls.iter().filter(|c| !c.stale.is_empty()).collect();
+    if stale.is_empty() {
+        return;
+    }
+    body.extend_from_slice(br#","stale":{"#);
+    for (i, call) in stale.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        push_key(body, call.name);
+        match call.stale.as_slice() {
+            [(None, age)] => body.extend_from_slice(format!(r#"{{"age_ms":{age}}}"#).as_bytes()),
+            items => {
+                body.extend_from_slice(br#"{"items":{"#);
+                for (j, (key, age)) in items.iter().enumerate() {
+                    if j > 0 {
+                        body.push(b',');
+                    }
+                    push_key(body, key.unwrap_or(""));
+                    body.extend_from_slice(format!(r#"{{"age_ms":{age}}}"#).as_bytes());
+                }
+                body.extend_from_slice(b"}}");
+            }
+        }
     }
     body.push(b'}');
 }

@@ -44,6 +44,15 @@ pub struct CallView<'a> {
     pub keyed: bool,
     /// Upstream response headers copied to the client (`headers_from`).
     pub headers: &'a [(String, String)],
+    /// Requests sent for the call (first attempts, retries, hedges), reported when some
+    /// request of the call was sent more than once.
+    pub attempts: u32,
+    pub retried: bool,
+    /// Answered from the cache.
+    pub cached: bool,
+    /// Stale cache entries that stood in for failures: `for_each` item (or `None` for the
+    /// call itself) and age.
+    pub stale: Vec<(Option<&'a str>, u64)>,
 }
 
 #[derive(Debug)]
@@ -65,6 +74,7 @@ impl CallView<'_> {
 
     fn complete(&self) -> bool {
         matches!(self.status, CallStatus::NotFetched | CallStatus::Succeeded)
+            && self.stale.is_empty()
     }
 
     /// The reason shown in `server-timing`.
@@ -72,6 +82,8 @@ impl CallView<'_> {
         match &self.status {
             CallStatus::Failed(failure) => Some(failure.reason.as_str()),
             CallStatus::ItemsFailed(items) => items.first().map(|(_, f)| f.reason.as_str()),
+            _ if !self.stale.is_empty() => Some("stale"),
+            _ if self.cached => Some("cache"),
             _ => None,
         }
     }
@@ -116,6 +128,13 @@ pub fn aggregate(calls: &[CallView<'_>], shape: Shape<'_>) -> Response {
         .filter(|c| c.fell_back)
         .map(|c| c.name)
         .collect();
+    let report = meta::Report {
+        complete,
+        errors: &errors,
+        fell_back: &fell_back,
+        calls,
+        expose: shape.expose_errors,
+    };
     let body = match (shape.meta_key, document.last()) {
         (Some(meta_key), Some(b'}')) => {
             let mut body = document;
@@ -125,13 +144,7 @@ pub fn aggregate(calls: &[CallView<'_>], shape: Shape<'_>) -> Response {
             }
             body.extend_from_slice(meta_key.as_bytes());
             body.push(b':');
-            write_meta(
-                &mut body,
-                complete,
-                &errors,
-                &fell_back,
-                shape.expose_errors,
-            );
+            write_meta(&mut body, &report);
             body.push(b'}');
             body
         }
@@ -172,6 +185,17 @@ fn splice(calls: &[CallView<'_>]) -> Vec<u8> {
     }
     body.push(b'}');
     body
+}
+
+/// 503 for a route over its `max_inflight`: the client should come back shortly.
+pub fn overload(route: &str) -> Response {
+    let body =
+        serde_json::json!({"error": {"code": "overload", "reason": "overload", "route": route}});
+    let mut response = client_error(503, &body);
+    response
+        .headers
+        .push((Cow::Borrowed("retry-after"), "1".to_string()));
+    response
 }
 
 /// A client error that is not about any call (unknown field, body too large).
@@ -263,6 +287,9 @@ pub fn server_timing(calls: &[CallView<'_>]) -> String {
         if let Some(reason) = call.reason() {
             let _ = write!(out, ";desc=\"{reason}\"");
         }
+        if call.retried {
+            let _ = write!(out, ";attempts={}", call.attempts);
+        }
     }
     out
 }
@@ -290,6 +317,10 @@ mod tests {
             duration_us: Some(us),
             keyed: false,
             headers: &[],
+            attempts: 1,
+            retried: false,
+            cached: false,
+            stale: Vec::new(),
         }
     }
 
@@ -307,6 +338,10 @@ mod tests {
             duration_us: us,
             keyed: false,
             headers: &[],
+            attempts: 1,
+            retried: false,
+            cached: false,
+            stale: Vec::new(),
         }
     }
 
@@ -389,6 +424,10 @@ mod tests {
                 duration_us: Some(5000),
                 keyed: false,
                 headers: &[],
+                attempts: 1,
+                retried: false,
+                cached: false,
+                stale: Vec::new(),
             },
             CallView {
                 name: "skipped",
@@ -398,6 +437,10 @@ mod tests {
                 duration_us: None,
                 keyed: false,
                 headers: &[],
+                attempts: 1,
+                retried: false,
+                cached: false,
+                stale: Vec::new(),
             },
         ];
         let response = aggregate(&calls, SHAPE);

@@ -1,0 +1,159 @@
+//! Rendering a call's request from the templates, or saying why it cannot be made.
+
+use super::inputs::TemplateInputs;
+use super::state::{CallState, Outcome, Prepared};
+use super::Gather;
+use crate::outcome::{Failure, Reason};
+use crate::plan::body::{BodyTemplate, RenderedBody};
+use crate::plan::template::{Inputs, RenderError, Target};
+use crate::plan::{Call, FanOut};
+use crate::resilience::cache;
+use serde_json::Value;
+
+impl Gather {
+    /// A failed dependency without fallback stops the call.
+    pub(super) fn check_dependencies(&self, plan: &Call) -> Result<(), Failure> {
+        let unusable = |d: &usize| {
+            let has_fallback = self
+                .route
+                .calls
+                .get(*d)
+                .is_some_and(|c| c.fallback.is_some());
+            let failed = matches!(
+                self.states.get(*d),
+                Some(CallState::Done {
+                    outcome: Outcome::Failed(_),
+                    ..
+                })
+            );
+            failed && !has_fallback
+        };
+        match plan.dependencies.iter().find(|d| unusable(d)) {
+            Some(failed) => {
+                let mut failure = Failure::new(Reason::DependencyFailed);
+                failure.dependency = self
+                    .route
+                    .calls
+                    .get(*failed)
+                    .map(|c| c.name.as_str().into());
+                Err(failure)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Renders one request of a call (for one item, with `for_each`).
+    pub(super) fn prepare(&self, plan: &Call, item: Option<&Value>) -> Result<Prepared, Failure> {
+        self.check_dependencies(plan)?;
+        let inputs = self.inputs(item);
+        let path = plan
+            .path
+            .render(&inputs, Target::Path)
+            .map_err(input_failure)?;
+        let cache_key = plan.resilience.cache.as_ref().map(|spec| {
+            let vary: Vec<Option<&str>> = spec
+                .vary_slots
+                .iter()
+                .map(|slot| self.client.header(*slot))
+                .collect();
+            cache::request_key(&plan.cluster, &plan.method, &plan.authority, &path, &vary)
+        });
+        let mut headers = Vec::with_capacity(4 + plan.headers.len() + plan.forward.len());
+        headers.push((":method".to_string(), plan.method.clone()));
+        headers.push((":path".to_string(), path));
+        headers.push((":authority".to_string(), plan.authority.clone()));
+        for (name, template) in &plan.headers {
+            let value = template
+                .render(&inputs, Target::Header)
+                .map_err(input_failure)?;
+            headers.push((name.clone(), value));
+        }
+        for (name, slot) in &plan.forward {
+            if let Some(value) = self.client.header(*slot) {
+                headers.push((name.clone(), value.to_string()));
+            }
+        }
+        let body = match &plan.body {
+            None => None,
+            Some(template) => {
+                let (body, content_type) = match template.render(&inputs).map_err(input_failure)? {
+                    RenderedBody::Json(json) => (Some(json), Some("application/json")),
+                    RenderedBody::Client => {
+                        let content_type = match template {
+                            BodyTemplate::Client { content_type_slot } => {
+                                self.client.header(*content_type_slot)
+                            }
+                            BodyTemplate::Json(_) => None,
+                        };
+                        (self.client.request.body.clone(), content_type)
+                    }
+                };
+                let set_by_call = plan.headers.iter().any(|(name, _)| name == "content-type");
+                if let (Some(content_type), false) = (content_type, set_by_call) {
+                    headers.push(("content-type".to_string(), content_type.to_string()));
+                }
+                body
+            }
+        };
+        Ok(Prepared {
+            cluster: plan.cluster.clone(),
+            headers,
+            body,
+            timeout_ms: plan.timeout_ms,
+            cache_key,
+        })
+    }
+
+    /// The distinct values of a `for_each` path in first-seen order (`null`s skipped).
+    pub(super) fn items(&self, fan_out: &FanOut) -> Result<Vec<Value>, Failure> {
+        let inputs = self.inputs(None);
+        let found = match inputs
+            .call_body(fan_out.source)
+            .map(|body| fan_out.path.find(body))
+        {
+            Some(crate::json_path::Found::Many(values)) => values,
+            _ => Vec::new(),
+        };
+        let mut distinct: Vec<Value> = Vec::new();
+        for value in found {
+            match value {
+                Value::Null => continue,
+                Value::Array(_) | Value::Object(_) => {
+                    let mut failure = Failure::new(Reason::InvalidInput);
+                    failure.input = Some(format!("for_each {}", fan_out.path.as_str()).into());
+                    return Err(failure);
+                }
+                scalar if !distinct.contains(scalar) => distinct.push(scalar.clone()),
+                _ => {}
+            }
+        }
+        if distinct.len() > fan_out.max_items {
+            return Err(Failure::new(Reason::TooManyItems).with_detail(format!(
+                "{} items, max_fan_out is {}",
+                distinct.len(),
+                fan_out.max_items
+            )));
+        }
+        Ok(distinct)
+    }
+
+    pub(super) fn inputs<'a>(&'a self, item: Option<&'a Value>) -> TemplateInputs<'a> {
+        TemplateInputs {
+            client: &self.client,
+            states: &self.states,
+            route: &self.route,
+            item,
+        }
+    }
+}
+
+fn input_failure(error: RenderError) -> Failure {
+    let (reason, input, from_client) = match error {
+        RenderError::Missing { input, from_client } => (Reason::MissingInput, input, from_client),
+        RenderError::Invalid { input, from_client } => (Reason::InvalidInput, input, from_client),
+    };
+    let mut failure = Failure::new(reason);
+    failure.input = Some(input.into());
+    failure.from_client = from_client;
+    failure
+}

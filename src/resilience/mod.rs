@@ -1,0 +1,50 @@
+//! SPEC §6 state shared by every worker: the response cache and the circuit breakers. Both
+//! live in a [`Store`] (Envoy shared data in the filter, a map in tests) and are updated with
+//! compare-and-swap, so workers never overwrite each other's changes unknowingly.
+
+pub mod breaker;
+pub mod cache;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Key-value storage shared by the workers, with compare-and-swap.
+pub trait Store {
+    /// The value and its version (`cas`), if the key exists.
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    /// Writes if the key is still at version `cas` (`None`: whatever it is). `false` when
+    /// another writer came first.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+}
+
+/// An in-process store with Envoy's shared-data semantics, for tests and native use.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.entries.borrow().get(key).cloned()
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let mut entries = self.entries.borrow_mut();
+        let current = entries.get(key).map_or(0, |(_, version)| *version);
+        if cas.is_some_and(|expected| expected != current) {
+            return false;
+        }
+        entries.insert(
+            key.to_string(),
+            (value.to_vec(), current.wrapping_add(1).max(1)),
+        );
+        true
+    }
+}
+
+/// FNV-1a: the same on every worker and every platform, unlike std's randomised hasher.
+pub fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
