@@ -108,6 +108,8 @@ pub struct Success {
     pub cached: bool,
     /// Served from the cache after the call failed: the entry's age.
     pub stale_age_ms: Option<u64>,
+    /// The failure a stale answer stands in for.
+    pub failure_replaced: Option<Reason>,
 }
 
 impl Success {
@@ -118,6 +120,7 @@ impl Success {
             headers: Vec::new(),
             cached: false,
             stale_age_ms: None,
+            failure_replaced: None,
         }
     }
 }

@@ -12,7 +12,10 @@ mod output;
 mod prepare;
 mod selection;
 mod state;
+mod summary;
 mod tasks;
+
+pub use summary::{CallSummary, Summary};
 
 pub use inputs::ClientRequest;
 
@@ -91,6 +94,8 @@ pub struct Gather {
     selection: Selection,
     deadline_us: u64,
     answered: bool,
+    /// Clusters whose circuit this request's calls opened (for metrics).
+    opened_circuits: Vec<String>,
 }
 
 impl Gather {
@@ -136,6 +141,7 @@ impl Gather {
             selection,
             route,
             answered: false,
+            opened_circuits: Vec::new(),
         };
         if let Some(response) = early {
             gather.answered = true;

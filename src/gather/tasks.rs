@@ -198,7 +198,10 @@ impl Gather {
                 .as_ref()
                 .err()
                 .is_some_and(|f| f.reason.counts_against_upstream(f.status));
-            breaker.record(store, &t.request.cluster, now_us / 1000, !failed, probe);
+            if breaker.record(store, &t.request.cluster, now_us / 1000, !failed, probe) {
+                let cluster = t.request.cluster.clone();
+                self.opened_circuits.push(cluster);
+            }
         }
         match result {
             Ok(success) => {
@@ -334,6 +337,7 @@ impl Gather {
                 judge_cached(plan, body)
                     .map(|mut success| {
                         success.stale_age_ms = Some(age_ms);
+                        success.failure_replaced = Some(failure.reason);
                         success
                     })
                     .map_err(|_| failure)

@@ -26,6 +26,9 @@ pub struct Exchange {
     in_flight: Vec<(u32, usize)>,
     /// The route counted in `max_inflight` until the answer goes out.
     counted_route: Option<usize>,
+    /// The matched route, for metrics, until its answer is recorded.
+    route_index: Option<usize>,
+    received_us: u64,
 }
 
 struct Pending {
@@ -51,6 +54,8 @@ impl Exchange {
             awaiting_body: None,
             in_flight: Vec::new(),
             counted_route: None,
+            route_index: None,
+            received_us: 0,
         }
     }
 
@@ -72,18 +77,20 @@ impl Exchange {
             "gateway-aggregator: {method} {path} matched route {}",
             matched.route.name
         );
+        self.received_us = now_us();
         let index = self
             .plan
             .routes
             .iter()
             .position(|r| Rc::ptr_eq(r, &matched.route));
+        self.route_index = index;
         if let Some(index) = index {
             if !self.worker.enter(index, matched.route.max_inflight) {
                 log::debug!(
                     "gateway-aggregator: route {} is at max_inflight",
                     matched.route.name
                 );
-                respond(&render::overload(&matched.route.name));
+                self.respond(&render::overload(&matched.route.name));
                 return HostAction::Pause;
             }
             self.counted_route = Some(index);
@@ -103,7 +110,7 @@ impl Exchange {
                 body: None,
             },
             route: matched.route,
-            received_us: now_us(),
+            received_us: self.received_us,
         };
         if pending.route.client_body.needed && !end_of_stream {
             // With allow_on_headers_stop_iteration, Pause holds the headers (nothing reaches the
@@ -260,6 +267,18 @@ impl Exchange {
         respond(response);
         self.in_flight.clear();
         self.release();
+        if let Some(route) = self.route_index.take() {
+            let complete = response.header("x-aggregation-complete") == Some("true");
+            let summary = self.gather.as_ref().map(Gather::summary);
+            let latency_us = now_us().saturating_sub(self.received_us);
+            self.worker.record(
+                route,
+                response.status,
+                complete,
+                latency_us,
+                summary.as_ref(),
+            );
+        }
     }
 
     /// Counts the aggregation out of `max_inflight`.

@@ -4,6 +4,7 @@
 
 mod exchange;
 mod http;
+mod metrics;
 mod root;
 mod store;
 mod worker;

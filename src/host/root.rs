@@ -4,6 +4,7 @@
 
 use super::exchange::Via;
 use super::http::Stream;
+use super::metrics::Metrics;
 use super::worker::Worker;
 use crate::plan::Plan;
 use proxy_wasm::hostcalls;
@@ -73,6 +74,13 @@ impl RootContext for Root {
                     plan.call_count(),
                     routes.join("; ")
                 );
+                match Metrics::define(&plan) {
+                    Ok(metrics) => self.worker.set_metrics(metrics),
+                    Err(why) => {
+                        log::error!("gateway-aggregator: {why}");
+                        return false;
+                    }
+                }
                 if plan.routes.iter().any(|r| r.needs_timers()) {
                     if let Err(status) = hostcalls::set_tick_period(TICK) {
                         log::error!(

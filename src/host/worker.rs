@@ -3,6 +3,8 @@
 //! `max_inflight`. Single-threaded: each field is its own `RefCell`, borrowed briefly.
 
 use super::exchange::Exchange;
+use super::metrics::Metrics;
+use crate::gather::Summary;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
@@ -18,6 +20,7 @@ pub struct Worker {
     root_calls: RefCell<HashMap<u32, u32>>,
     /// Aggregations in flight per route index.
     inflight: RefCell<Vec<u64>>,
+    metrics: RefCell<Metrics>,
 }
 
 impl Worker {
@@ -94,6 +97,23 @@ impl Worker {
         }
         *count += 1;
         true
+    }
+
+    pub fn set_metrics(&self, metrics: Metrics) {
+        *self.metrics.borrow_mut() = metrics;
+    }
+
+    pub fn record(
+        &self,
+        route: usize,
+        status: u16,
+        complete: bool,
+        latency_us: u64,
+        summary: Option<&Summary>,
+    ) {
+        self.metrics
+            .borrow()
+            .record(route, status, complete, latency_us, summary);
     }
 
     pub fn leave(&self, route: usize) {

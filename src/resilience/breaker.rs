@@ -56,6 +56,7 @@ impl BreakerPolicy {
     }
 
     /// Records a finished call. Only the probe decides while the circuit is not closed.
+    /// Returns true when this call opened the circuit.
     pub fn record(
         &self,
         store: &dyn Store,
@@ -63,12 +64,12 @@ impl BreakerPolicy {
         now_ms: u64,
         success: bool,
         probe: bool,
-    ) {
+    ) -> bool {
         let key = key(cluster);
         for _ in 0..CAS_ROUNDS {
             let (state, cas) = read(store, &key);
             let next = match (state, success, probe) {
-                (State::Closed { failures: 0 }, true, _) => return,
+                (State::Closed { failures: 0 }, true, _) => return false,
                 (State::Closed { .. }, true, _) => State::Closed { failures: 0 },
                 (State::Closed { failures }, false, _)
                     if failures.saturating_add(1) >= self.failures =>
@@ -84,13 +85,14 @@ impl BreakerPolicy {
                 (State::Probing { .. } | State::Open { .. }, false, true) => {
                     State::Open { since_ms: now_ms }
                 }
-                (State::Probing { .. } | State::Open { .. }, _, false) => return,
+                (State::Probing { .. } | State::Open { .. }, _, false) => return false,
             };
             if store.set(&key, &encode(next), cas) {
                 log_transition(cluster, state, next, self.failures);
-                return;
+                return matches!(next, State::Open { .. });
             }
         }
+        false
     }
 }
 

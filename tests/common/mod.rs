@@ -764,6 +764,9 @@ impl EnvoyBuilder {
 
         json!({
             "admin": { "address": loopback(0) },
+            // Histograms reach /stats on each flush: flush often so tests can read them.
+            "stats_flush_interval": "0.1s",
+            "stats_config": { "stats_tags": stats_tags() },
             "static_resources": {
                 "listeners": [{
                     "name": "ingress",
@@ -824,6 +827,17 @@ fn loopback(port: u16) -> Value {
 
 /// Circuit breakers are raised far above Envoy's 1024 defaults so that fan-out tests measure
 /// the filter, not Envoy's overflow protection.
+/// The tag extraction shipped in envoy/gateway.yaml: route and call names become Prometheus
+/// labels of the filter's stats.
+pub fn stats_tags() -> Value {
+    json!([
+        { "tag_name": "ga_reason", "regex": "^wasmcustom\\.gateway_aggregator\\..*\\.failure(\\.([^.]+))$" },
+        { "tag_name": "ga_call", "regex": "^wasmcustom\\.gateway_aggregator\\.route\\.[^.]+\\.call\\.(([^.]+)\\.)" },
+        { "tag_name": "ga_route", "regex": "^wasmcustom\\.gateway_aggregator\\.(route\\.([^.]+)\\.)" },
+        { "tag_name": "ga_cluster", "regex": "^wasmcustom\\.gateway_aggregator\\.cluster\\.(([^.]+)\\.)" }
+    ])
+}
+
 /// Port 0 means a cluster without endpoints.
 fn static_cluster(name: &str, port: u16) -> Value {
     let endpoints = if port == 0 {

@@ -1,0 +1,172 @@
+//! Envoy stats (SPEC §7), defined once at configure time, named after routes and calls:
+//! `gateway_aggregator.route.<route>.<stat>` and `gateway_aggregator.route.<route>.call.<call>.<stat>`.
+//! Envoy lists them in `/stats` and `/stats/prometheus`; every worker adds to the same stats.
+
+use crate::gather::Summary;
+use crate::outcome::Reason;
+use crate::plan::Plan;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+use std::collections::HashMap;
+
+pub const PREFIX: &str = "gateway_aggregator";
+
+/// Every reason a call can fail with, in the order of SPEC §4.
+const REASONS: [Reason; 13] = [
+    Reason::Timeout,
+    Reason::Status,
+    Reason::Connect,
+    Reason::InvalidBody,
+    Reason::TooLarge,
+    Reason::MissingInput,
+    Reason::InvalidInput,
+    Reason::DependencyFailed,
+    Reason::Deadline,
+    Reason::Dispatch,
+    Reason::CircuitOpen,
+    Reason::TooManyItems,
+    Reason::Overload,
+];
+
+struct RouteStats {
+    requests: u32,
+    complete: u32,
+    partial: u32,
+    failed_4xx: u32,
+    failed_5xx: u32,
+    latency_ms: u32,
+    calls: Vec<CallStats>,
+}
+
+struct CallStats {
+    success: u32,
+    failures: Vec<u32>,
+    fallback: u32,
+    stale: u32,
+    cache_hits: u32,
+    attempts: u32,
+    retries: u32,
+    hedges: u32,
+    latency_ms: u32,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    routes: Vec<RouteStats>,
+    circuits_opened: HashMap<String, u32>,
+}
+
+fn define(kind: MetricType, name: &str) -> Result<u32, String> {
+    hostcalls::define_metric(kind, name)
+        .map_err(|status| format!("cannot define metric {name}: {status:?}"))
+}
+
+impl Metrics {
+    pub fn define(plan: &Plan) -> Result<Metrics, String> {
+        let counter = |name: String| define(MetricType::Counter, &name);
+        let histogram = |name: String| define(MetricType::Histogram, &name);
+        let mut metrics = Metrics::default();
+        for route in &plan.routes {
+            let base = format!("{PREFIX}.route.{}", route.name);
+            let mut calls = Vec::with_capacity(route.calls.len());
+            for call in &route.calls {
+                let call_base = format!("{base}.call.{}", call.name);
+                calls.push(CallStats {
+                    success: counter(format!("{call_base}.success"))?,
+                    failures: REASONS
+                        .iter()
+                        .map(|reason| counter(format!("{call_base}.failure.{}", reason.as_str())))
+                        .collect::<Result<_, _>>()?,
+                    fallback: counter(format!("{call_base}.fallback"))?,
+                    stale: counter(format!("{call_base}.stale"))?,
+                    cache_hits: counter(format!("{call_base}.cache_hit"))?,
+                    attempts: counter(format!("{call_base}.attempts"))?,
+                    retries: counter(format!("{call_base}.retries"))?,
+                    hedges: counter(format!("{call_base}.hedges"))?,
+                    latency_ms: histogram(format!("{call_base}.latency_ms"))?,
+                });
+                if call.resilience.breaker.is_some()
+                    && !metrics.circuits_opened.contains_key(&call.cluster)
+                {
+                    let id = counter(format!("{PREFIX}.cluster.{}.circuit_opened", call.cluster))?;
+                    metrics.circuits_opened.insert(call.cluster.clone(), id);
+                }
+            }
+            metrics.routes.push(RouteStats {
+                requests: counter(format!("{base}.requests"))?,
+                complete: counter(format!("{base}.complete"))?,
+                partial: counter(format!("{base}.partial"))?,
+                failed_4xx: counter(format!("{base}.failed_4xx"))?,
+                failed_5xx: counter(format!("{base}.failed_5xx"))?,
+                latency_ms: histogram(format!("{base}.latency_ms"))?,
+                calls,
+            });
+        }
+        Ok(metrics)
+    }
+
+    /// One answered request of `route`: its status, completeness and what its calls did.
+    pub fn record(
+        &self,
+        route: usize,
+        status: u16,
+        complete: bool,
+        latency_us: u64,
+        summary: Option<&Summary>,
+    ) {
+        let Some(stats) = self.routes.get(route) else {
+            return;
+        };
+        count(stats.requests, 1);
+        match status {
+            200..=299 if complete => count(stats.complete, 1),
+            200..=299 => count(stats.partial, 1),
+            400..=499 => count(stats.failed_4xx, 1),
+            _ => count(stats.failed_5xx, 1),
+        }
+        observe(stats.latency_ms, latency_us / 1000);
+        let Some(summary) = summary else { return };
+        for (call, stats) in summary.calls.iter().zip(&stats.calls) {
+            for result in &call.results {
+                match result {
+                    None => count(stats.success, 1),
+                    Some(reason) => {
+                        let index = REASONS.iter().position(|r| r == reason);
+                        if let Some(id) = index.and_then(|i| stats.failures.get(i)) {
+                            count(*id, 1);
+                        }
+                    }
+                }
+            }
+            if call.fallback {
+                count(stats.fallback, 1);
+            }
+            if call.stale {
+                count(stats.stale, 1);
+            }
+            count(stats.cache_hits, call.cache_hits);
+            count(stats.attempts, call.attempts);
+            count(stats.retries, call.retries);
+            count(stats.hedges, call.hedges);
+            if let (true, Some(us)) = (call.finished, call.duration_us) {
+                observe(stats.latency_ms, us / 1000);
+            }
+        }
+        for cluster in &summary.opened_circuits {
+            if let Some(id) = self.circuits_opened.get(cluster) {
+                count(*id, 1);
+            }
+        }
+    }
+}
+
+fn count(id: u32, by: u32) {
+    if by > 0 {
+        // A refused update is not worth failing a request over.
+        let _ = hostcalls::increment_metric(id, i64::from(by));
+    }
+}
+
+fn observe(id: u32, value: u64) {
+    let _ = hostcalls::record_metric(id, value);
+}
