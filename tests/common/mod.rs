@@ -532,6 +532,18 @@ pub fn try_request_to(
 }
 
 /// The bytes of one request; see [`request_to`] for the defaults added.
+/// Sends bytes exactly as given (for malformed or non-UTF-8 requests) and reads the answer.
+pub fn raw_request(port: u16, request: &[u8]) -> io::Result<HttpResponse> {
+    let started = Instant::now();
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    (&stream).write_all(request)?;
+    let mut response = read_response(&mut BufReader::new(&stream), "GET")?;
+    response.elapsed = started.elapsed();
+    Ok(response)
+}
+
 pub fn encode_request(
     port: u16,
     method: &str,

@@ -1,0 +1,82 @@
+//! Any upstream body through every handling path: validation and splicing, parsing for later
+//! calls, per-call shaping, the merge and concat layouts, derived fields and joins. The
+//! answer is always valid JSON.
+#![no_main]
+
+use gateway_aggregator::gather::{Action, ClientRequest, Event, Gather};
+use gateway_aggregator::plan::Plan;
+use gateway_aggregator::resilience::MemoryStore;
+use libfuzzer_sys::fuzz_target;
+use std::rc::Rc;
+use std::sync::OnceLock;
+
+const CONFIGS: [&str; 4] = [
+    r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[
+      {"name":"a","cluster":"c","path":"/a"},
+      {"name":"b","cluster":"c","path":"/b/{calls.a.id|x}","format":"text"}]}]}"#,
+    r#"{"routes":[{"name":"r","match":{"path":"/"},"response":{"layout":"merge","derive":{"n":{"count":"items"},"s":{"sum":"items[*].v"}}},"calls":[
+      {"name":"a","cluster":"c","path":"/a","extract":"data","select":["items","name","x.y"],"omit":["items[*].secret"],"rename":{"name":"title.text"}},
+      {"name":"b","cluster":"c","path":"/b","as":"bee"}]}]}"#,
+    r#"{"routes":[{"name":"r","match":{"path":"/"},"response":{"layout":"concat","sort_by":"score","order":"desc","limit":5},"calls":[
+      {"name":"a","cluster":"c","path":"/a"},{"name":"b","cluster":"c","path":"/b"}]}]}"#,
+    r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[
+      {"name":"a","cluster":"c","path":"/a"},
+      {"name":"b","cluster":"c","path":"/u/{item}","for_each":"calls.a.items[*].id","max_fan_out":4,
+       "join":{"into":"a.items","on":"id","as":"detail"},"fallback":{}}]}]}"#,
+];
+
+fn plans() -> &'static Vec<Plan> {
+    static PLANS: OnceLock<Vec<Plan>> = OnceLock::new();
+    PLANS.get_or_init(|| {
+        CONFIGS
+            .iter()
+            .map(|c| Plan::compile(c.as_bytes()).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, body)) = data.split_first() else { return };
+    let plan = &plans()[usize::from(selector) % CONFIGS.len()];
+    let route = Rc::clone(&plan.routes[0]);
+    let store = MemoryStore::default();
+    let request = ClientRequest {
+        headers: route.headers.iter().map(|_| None).collect(),
+        ..ClientRequest::default()
+    };
+    let (mut gather, mut actions) = Gather::start(route, request, 0, 0, &store);
+    let status = if selector & 0x80 == 0 { 200 } else { 404 };
+    for round in 0..8u64 {
+        let jobs: Vec<usize> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dispatch(d) => Some(d.job),
+                _ => None,
+            })
+            .collect();
+        if let Some(Action::Respond(response)) = actions.iter().find(|a| matches!(a, Action::Respond(_))) {
+            if !response.body.is_empty() {
+                assert!(
+                    serde_json::from_slice::<serde_json::Value>(&response.body).is_ok(),
+                    "not JSON: {:?}",
+                    String::from_utf8_lossy(&response.body)
+                );
+            }
+            return;
+        }
+        let mut next = Vec::new();
+        for job in jobs {
+            let event = Event::Answered {
+                job,
+                status,
+                headers: Vec::new(),
+                body: body.to_vec(),
+            };
+            next.extend(gather.on_event(event, 1000 * (round + 1), &store));
+        }
+        if next.is_empty() {
+            return;
+        }
+        actions = next;
+    }
+});
