@@ -12,7 +12,7 @@ WASM := target/$(WASM_TARGET)/release/gateway_aggregator.wasm
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all setup build test unit integration validate demo-selftest lint run clean
+.PHONY: all setup build test unit integration validate demo-selftest fuzz fuzz-smoke lint run clean
 
 all: build
 
@@ -30,8 +30,9 @@ build: setup
 	$(CARGO) build --release --target $(WASM_TARGET)
 	@ls -l $(WASM) | awk '{print "built $(WASM) (" $$5 " bytes)"}'
 
-## test: lint, unit tests, integration tests in real Envoy, shipped configs, demo self-test
-test: lint unit integration validate demo-selftest
+## test: lint, unit tests, integration tests in real Envoy, shipped configs, demo self-test,
+## and a short fuzzing smoke run
+test: lint unit integration validate demo-selftest fuzz-smoke
 
 unit:
 	$(CARGO) test --lib
@@ -46,6 +47,14 @@ validate: build
 ## demo-selftest: start the demo, check its three answers, stop it
 demo-selftest: build
 	DEMO_SELFTEST=1 ./scripts/run-demo.sh
+
+## fuzz: bounded fuzzing of config parsing, templates and upstream bodies (FUZZ_SECONDS each)
+FUZZ_SECONDS ?= 120
+fuzz:
+	./scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-smoke:
+	./scripts/fuzz.sh 20
 
 ## lint: formatting and clippy with warnings as errors (native and wasm builds)
 lint: setup

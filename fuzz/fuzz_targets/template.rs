@@ -6,15 +6,13 @@ use gateway_aggregator::gather::{Action, ClientRequest, Gather};
 use gateway_aggregator::plan::Plan;
 use gateway_aggregator::resilience::MemoryStore;
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
 
 const CONFIG: &str = r#"{"routes":[{"name":"r","match":{"path":"/items/{id}/{rest*}"},"calls":[
   {"name":"a","cluster":"c","path":"/v1/{path.id}/{path.rest}?q={query.q|none}&h={header.x-h|none}",
    "headers":{"x-user":"u {query.u|anon} {header.x-h|-}"},"body":{"q":"{query.q}","id":"{path.id}"}}]}]}"#;
 
-fn plan() -> &'static Plan {
-    static PLAN: OnceLock<Plan> = OnceLock::new();
-    PLAN.get_or_init(|| Plan::compile(CONFIG.as_bytes()).unwrap_or_else(|e| panic!("{e}")))
+thread_local! {
+    static PLAN: Plan = Plan::compile(CONFIG.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Characters a substituted value may leave in a path or query: unreserved, and `%` escapes.
@@ -31,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
     let query = parts.next().unwrap_or("");
     let header = parts.next().unwrap_or("");
     let mut read = |_: &str| None;
-    let Some(matched) = plan().find("GET", &format!("/items/{path}?{query}"), &mut read) else {
+    let found = PLAN.with(|plan| plan.find("GET", &format!("/items/{path}?{query}"), &mut read));
+    let Some(matched) = found else {
         return;
     };
     let request = ClientRequest {
@@ -47,15 +46,26 @@ fuzz_target!(|data: &[u8]| {
     };
     let (_, actions) = Gather::start(matched.route, request, 0, 0, &MemoryStore::default());
     for action in actions {
-        let Action::Dispatch(dispatch) = action else { continue };
+        let Action::Dispatch(dispatch) = action else {
+            continue;
+        };
         for (name, value) in &dispatch.headers {
             assert!(!value.contains(['\r', '\n', '\0']), "{name}: {value:?}");
             if name == ":path" {
-                let rest = value.strip_prefix("/v1/").unwrap_or_else(|| panic!("{value}"));
+                let rest = value
+                    .strip_prefix("/v1/")
+                    .unwrap_or_else(|| panic!("{value}"));
                 let (segments, query) = rest.split_once("?q=").unwrap_or_else(|| panic!("{value}"));
-                let (id, rest_segments) = segments.split_once('/').unwrap_or_else(|| panic!("{value}"));
+                let (id, rest_segments) = segments
+                    .split_once('/')
+                    .unwrap_or_else(|| panic!("{value}"));
                 assert!(encoded(id), "id injected: {value}");
-                assert!(rest_segments.split('/').all(|s| encoded(s) && s != ".." && s != "."), "{value}");
+                assert!(
+                    rest_segments
+                        .split('/')
+                        .all(|s| encoded(s) && s != ".." && s != "."),
+                    "{value}"
+                );
                 let (q, h) = query.split_once("&h=").unwrap_or_else(|| panic!("{value}"));
                 assert!(encoded(q) && encoded(h), "query injected: {value}");
             }

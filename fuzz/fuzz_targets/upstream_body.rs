@@ -8,7 +8,6 @@ use gateway_aggregator::plan::Plan;
 use gateway_aggregator::resilience::MemoryStore;
 use libfuzzer_sys::fuzz_target;
 use std::rc::Rc;
-use std::sync::OnceLock;
 
 const CONFIGS: [&str; 4] = [
     r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[
@@ -25,20 +24,19 @@ const CONFIGS: [&str; 4] = [
        "join":{"into":"a.items","on":"id","as":"detail"},"fallback":{}}]}]}"#,
 ];
 
-fn plans() -> &'static Vec<Plan> {
-    static PLANS: OnceLock<Vec<Plan>> = OnceLock::new();
-    PLANS.get_or_init(|| {
-        CONFIGS
-            .iter()
-            .map(|c| Plan::compile(c.as_bytes()).unwrap_or_else(|e| panic!("{e}")))
-            .collect()
-    })
+thread_local! {
+    static PLANS: Vec<Plan> = CONFIGS
+        .iter()
+        .map(|c| Plan::compile(c.as_bytes()).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, body)) = data.split_first() else { return };
-    let plan = &plans()[usize::from(selector) % CONFIGS.len()];
-    let route = Rc::clone(&plan.routes[0]);
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let route =
+        PLANS.with(|plans| Rc::clone(&plans[usize::from(selector) % CONFIGS.len()].routes[0]));
     let store = MemoryStore::default();
     let request = ClientRequest {
         headers: route.headers.iter().map(|_| None).collect(),
@@ -54,7 +52,9 @@ fuzz_target!(|data: &[u8]| {
                 _ => None,
             })
             .collect();
-        if let Some(Action::Respond(response)) = actions.iter().find(|a| matches!(a, Action::Respond(_))) {
+        if let Some(Action::Respond(response)) =
+            actions.iter().find(|a| matches!(a, Action::Respond(_)))
+        {
             if !response.body.is_empty() {
                 assert!(
                     serde_json::from_slice::<serde_json::Value>(&response.body).is_ok(),
