@@ -12,7 +12,7 @@ WASM := target/$(WASM_TARGET)/release/gateway_aggregator.wasm
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all setup build test unit integration validate demo-selftest fuzz fuzz-smoke lint run clean
+.PHONY: all setup build test unit integration validate demo-selftest fuzz fuzz-smoke lint run clean oci
 
 all: build
 
@@ -65,6 +65,10 @@ lint: setup
 ## run: the demo — upstream services and the gateway on 127.0.0.1:10000
 run: build
 	./scripts/run-demo.sh
+
+## oci: package the .wasm as an OCI image for Istio (REGISTRY=<registry>/<namespace> to push)
+oci: build
+	./scripts/package-oci.sh
 
 clean:
 	$(CARGO) clean
