@@ -1,0 +1,190 @@
+//! Micro-benchmark of the per-request core, natively (no Envoy, no Wasm): `cargo bench --bench core`.
+//!
+//! A 4-call plan is compiled once. One iteration is what the filter does for one client
+//! request: `Plan::find` matches the path, `Gather::start` turns the `ClientRequest` into four
+//! dispatches, four `Event::Answered` with ~1 KB JSON bodies come back, and the last one
+//! yields `Action::Respond` with the aggregated body. Variants:
+//!
+//! - `nested`: the default layout, upstream bytes validated and spliced as they are;
+//! - `merge`: the bodies deep-merged into one object (every body parsed and re-serialised);
+//! - `merge_shaped`: `merge` plus per-call `omit`/`rename` and a derived field;
+//! - `find_miss`: a request that matches no filter route (the pass-through cost in the core).
+//!
+//! Quick by design (small sample, short measurement); criterion's usual flags work, e.g.
+//! `cargo bench --bench core -- nested`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use gateway_aggregator::gather::{Action, ClientRequest, Event, Gather};
+use gateway_aggregator::plan::Plan;
+use gateway_aggregator::resilience::MemoryStore;
+use std::hint::black_box;
+use std::rc::Rc;
+use std::time::Duration;
+
+const CALLS: [&str; 4] = ["a", "b", "c", "d"];
+
+/// The filter configuration of one route with four calls, `response` spliced into the route.
+fn config(response: &str, call_extra: &str) -> String {
+    let calls: Vec<String> = CALLS
+        .iter()
+        .map(|c| {
+            format!(
+                r#"{{"name":"{c}","cluster":"{c}","path":"/items/{{path.id}}?lang={{query.lang|en}}"{call_extra}}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"routes":[
+            {{"name":"other","match":{{"path":"/other/{{id}}"}},"calls":[{{"name":"x","cluster":"x","path":"/x"}}]}},
+            {{"name":"agg","match":{{"path":"/agg/{{id}}"}},"deadline_ms":1000{response},"calls":[{}]}}
+        ]}}"#,
+        calls.join(",")
+    )
+}
+
+/// A ~1 KB JSON object for call `name`; every body shares `common` (merged deeply) and has
+/// keys of its own.
+fn body(name: &str) -> Vec<u8> {
+    let items: Vec<String> = (0..11)
+        .map(|i| {
+            format!(
+                r#"{{"id":"{name}-{i}","title":"Item {i} from service {name}","price":{}.95,"tags":["x","y"]}}"#,
+                i * 10 + 9
+            )
+        })
+        .collect();
+    let text = format!(
+        r#"{{"{name}_id":"42","{name}_items":[{}],"common":{{"{name}_seen":true,"region":"eu-west"}},"internal":{{"trace":"{name}-abc"}},"updated_at":"2025-01-15T09:30:00Z"}}"#,
+        items.join(",")
+    );
+    text.into_bytes()
+}
+
+struct Fixture {
+    plan: Plan,
+    bodies: Vec<Vec<u8>>,
+}
+
+impl Fixture {
+    fn new(response: &str, call_extra: &str) -> Fixture {
+        let plan = Plan::compile(config(response, call_extra).as_bytes()).expect("valid config");
+        let bodies = CALLS.iter().map(|c| body(c)).collect();
+        Fixture { plan, bodies }
+    }
+
+    /// One client request, from route match to the final response body.
+    fn request(&self, store: &MemoryStore, bodies: Vec<Vec<u8>>) -> Vec<u8> {
+        let path = "/agg/42?lang=de";
+        let matched = self
+            .plan
+            .find("GET", path, &mut |_| None)
+            .expect("the route matches");
+        let headers = matched
+            .route
+            .headers
+            .iter()
+            .map(|h| (h == "x-request-id").then(|| "0f6c2d1e-bench".to_string()))
+            .collect();
+        let request = ClientRequest {
+            captures: matched.captures,
+            query: "lang=de".to_string(),
+            headers,
+            body: None,
+        };
+        let (mut gather, actions) = Gather::start(Rc::clone(&matched.route), request, 0, 10, store);
+        let jobs: Vec<usize> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dispatch(d) => Some(d.job),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(jobs.len(), CALLS.len(), "four dispatches");
+        let mut last = Vec::new();
+        for ((job, body), now) in jobs.into_iter().zip(bodies).zip(100u64..) {
+            let event = Event::Answered {
+                job,
+                status: 200,
+                headers: Vec::new(),
+                body,
+            };
+            last = gather.on_event(event, now, store);
+        }
+        match last.pop() {
+            Some(Action::Respond(response)) => {
+                assert_eq!(response.status, 200);
+                response.body
+            }
+            other => panic!("expected the response after the last answer, got {other:?}"),
+        }
+    }
+}
+
+fn bench_variant(c: &mut Criterion, name: &str, fixture: &Fixture) {
+    let store = MemoryStore::default();
+    // Sanity check outside the measurement: the answer carries every call.
+    let sample = fixture.request(&store, fixture.bodies.clone());
+    let text = String::from_utf8(sample).expect("UTF-8 answer");
+    for call in CALLS {
+        assert!(
+            text.contains(&format!("\"{call}_id\"")),
+            "{name}: answer lacks {call}: {text}"
+        );
+    }
+    let input_bytes: usize = fixture.bodies.iter().map(Vec::len).sum();
+    let mut group = c.benchmark_group("request");
+    group.throughput(Throughput::Bytes(input_bytes as u64));
+    // The bodies are cloned in the setup, outside the measurement: the host hands the core
+    // owned buffers it read from Envoy.
+    group.bench_function(name, |b| {
+        b.iter_batched(
+            || fixture.bodies.clone(),
+            |bodies| black_box(fixture.request(&store, bodies)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn core(c: &mut Criterion) {
+    let sizes: Vec<usize> = CALLS.iter().map(|c| body(c).len()).collect();
+    eprintln!("core bench: 4 upstream bodies of {sizes:?} bytes");
+    let nested = Fixture::new("", "");
+    let merge = Fixture::new(r#","response":{"layout":"merge"}"#, "");
+    let shaped = Fixture::new(
+        r#","response":{"layout":"merge","derive":{"summary.items":{"count":"a_items"},"summary.max_price":{"max":"b_items[*].price"}}}"#,
+        r#","omit":["internal"],"rename":{"updated_at":"meta.updated"}"#,
+    );
+    bench_variant(c, "nested", &nested);
+    bench_variant(c, "merge", &merge);
+    bench_variant(c, "merge_shaped", &shaped);
+
+    // A request no filter route matches: what the core adds to a pass-through request.
+    c.bench_function("find_miss", |b| {
+        b.iter(|| {
+            black_box(
+                nested
+                    .plan
+                    .find("GET", black_box("/plain/0ms?x=1"), &mut |_| None)
+                    .is_none(),
+            )
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = core
+}
+criterion_main!(benches);
