@@ -9,6 +9,33 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::fmt;
 
+/// A closed set of names, read only from a JSON string (serde alone would also take
+/// `{"name": null}`).
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+        #[serde(try_from = "String")]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            fn try_from(text: String) -> Result<Self, String> {
+                match text.as_str() {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown value \"{other}\", expected one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
 pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_DEADLINE_MS: u64 = 3000;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
@@ -165,15 +192,7 @@ fn default_retry_on() -> Vec<RetryOn> {
     vec![RetryOn::Connect, RetryOn::Timeout, RetryOn::ServerError]
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum RetryOn {
-    #[serde(rename = "connect")]
-    Connect,
-    #[serde(rename = "timeout")]
-    Timeout,
-    #[serde(rename = "5xx")]
-    ServerError,
-}
+string_enum!(RetryOn { Connect = "connect", Timeout = "timeout", ServerError = "5xx" });
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -304,21 +323,12 @@ impl Default for ResponseConfig {
     }
 }
 
-/// How the calls' bodies are put together (SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Layout {
-    Nested,
-    Merge,
-    Concat,
-}
+string_enum!(
+    /// How the calls' bodies are put together (SPEC §5).
+    Layout { Nested = "nested", Merge = "merge", Concat = "concat" }
+);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Order {
-    Asc,
-    Desc,
-}
+string_enum!(Order { Asc = "asc", Desc = "desc" });
 
 /// Copy every value of an upstream response header to the client's response.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -328,12 +338,7 @@ pub struct HeaderFrom {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Json,
-    Text,
-}
+string_enum!(Format { Json = "json", Text = "text" });
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallConfig {
@@ -434,10 +439,10 @@ fn parse_defaults(value: &Value) -> Result<Defaults, ConfigError> {
 
 fn resilience(fields: &mut Fields<'_>) -> Result<Resilience, ConfigError> {
     Ok(Resilience {
-        retries: fields.setting("retries")?,
+        retries: fields.object_setting("retries")?,
         hedge_after_ms: fields.setting("hedge_after_ms")?,
-        cache: fields.setting("cache")?,
-        circuit_breaker: fields.setting("circuit_breaker")?,
+        cache: fields.object_setting("cache")?,
+        circuit_breaker: fields.object_setting("circuit_breaker")?,
     })
 }
 
@@ -547,7 +552,7 @@ fn parse_response(value: &Value, place: &Place) -> Result<ResponseConfig, Config
         limit: fields.opt("limit")?,
         derive: derive.into_iter().collect(),
         headers: string_map(&mut fields, "headers", place)?,
-        headers_from: fields.opt("headers_from")?.unwrap_or_default(),
+        headers_from: fields.list_of_objects("headers_from")?,
     };
     fields.finish()?;
     Ok(response)
@@ -592,7 +597,7 @@ fn parse_call(route: &Place, index: usize, value: &Value) -> Result<CallConfig, 
         body: fields.take("body").cloned(),
         for_each: fields.opt("for_each")?,
         max_fan_out: fields.opt("max_fan_out")?,
-        join: fields.opt("join")?,
+        join: fields.object("join")?,
         unsafe_repeat: fields.opt("unsafe")?.unwrap_or(false),
         extract: fields.opt("extract")?,
         select: fields.opt("select")?.unwrap_or_default(),
@@ -650,6 +655,46 @@ impl<'a> Fields<'a> {
         T::deserialize(value)
             .map(Some)
             .map_err(|e| self.place.error(Some(&self.key_name(key)), e.to_string()))
+    }
+
+    /// Like `opt`, for keys whose value must be a JSON object (serde would also fill a
+    /// struct from an array, in field order).
+    fn object<T: DeserializeOwned>(&mut self, key: &'static str) -> Result<Option<T>, ConfigError> {
+        match self.object.get(key) {
+            None | Some(Value::Object(_)) => self.opt(key),
+            Some(_) => Err(self
+                .place
+                .error(Some(&self.key_name(key)), "must be a JSON object")),
+        }
+    }
+
+    /// `setting` for options whose value is an object.
+    fn object_setting<T: DeserializeOwned>(
+        &mut self,
+        key: &'static str,
+    ) -> Result<Setting<T>, ConfigError> {
+        match self.object.get(key) {
+            None | Some(Value::Null) | Some(Value::Object(_)) => self.setting(key),
+            Some(_) => Err(self.place.error(
+                Some(&self.key_name(key)),
+                "must be a JSON object, or null to turn it off",
+            )),
+        }
+    }
+
+    /// A list of JSON objects (absent: empty).
+    fn list_of_objects<T: DeserializeOwned>(
+        &mut self,
+        key: &'static str,
+    ) -> Result<Vec<T>, ConfigError> {
+        if let Some(Value::Array(items)) = self.object.get(key) {
+            if items.iter().any(|item| !item.is_object()) {
+                return Err(self
+                    .place
+                    .error(Some(&self.key_name(key)), "must be a list of JSON objects"));
+            }
+        }
+        Ok(self.opt(key)?.unwrap_or_default())
     }
 
     /// Absent: inherit; `null`: off; a value: on.

@@ -20,6 +20,7 @@ pub const MAX_MS: u64 = 86_400_000;
 pub const MAX_BODY_BYTES: u64 = 1 << 30;
 /// Upper bound of `max_fan_out`: a safety net against configurations that could flood a cluster.
 pub const MAX_FAN_OUT: u64 = 1000;
+const MAX_INFLIGHT: u64 = 1_000_000;
 const MAX_NAME_LEN: usize = 64;
 /// Headers a call may neither set nor forward: Envoy owns them or they would break framing.
 const RESERVED_HEADERS: [&str; 9] = [
@@ -38,6 +39,7 @@ const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "cookie"];
 const IDEMPOTENT_METHODS: [&str; 6] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
 
 pub fn plan(config: &Config) -> Result<Plan, ConfigError> {
+    check_defaults(&config.defaults)?;
     let mut routes: Vec<Rc<Route>> = Vec::with_capacity(config.routes.len());
     for route in &config.routes {
         let place = Place::route(&route.name);
@@ -48,6 +50,123 @@ pub fn plan(config: &Config) -> Result<Plan, ConfigError> {
         routes.push(Rc::new(compile_route(route, &config.defaults, &place)?));
     }
     Ok(Plan { routes })
+}
+
+/// Every value of `defaults` as written, whether or not a route ends up using it.
+fn check_defaults(defaults: &config::Defaults) -> Result<(), ConfigError> {
+    let place = Place::default();
+    check_range(
+        defaults.timeout_ms,
+        1..=MAX_MS,
+        &place,
+        "defaults.timeout_ms",
+    )?;
+    check_range(
+        defaults.deadline_ms,
+        1..=MAX_MS,
+        &place,
+        "defaults.deadline_ms",
+    )?;
+    check_range(
+        defaults.max_body_bytes,
+        1..=MAX_BODY_BYTES,
+        &place,
+        "defaults.max_body_bytes",
+    )?;
+    check_range(
+        defaults.max_fan_out,
+        1..=MAX_FAN_OUT,
+        &place,
+        "defaults.max_fan_out",
+    )?;
+    if let Some(limit) = defaults.max_inflight {
+        check_range(limit, 1..=MAX_INFLIGHT, &place, "defaults.max_inflight")?;
+    }
+    check_resilience(&defaults.resilience, &place, "defaults.")
+}
+
+/// The route-level values as written (calls may override them all).
+fn check_route_values(route: &RouteConfig, place: &Place) -> Result<(), ConfigError> {
+    let optional = [
+        (route.timeout_ms, 1..=MAX_MS, "timeout_ms"),
+        (route.max_body_bytes, 1..=MAX_BODY_BYTES, "max_body_bytes"),
+        (route.max_fan_out, 1..=MAX_FAN_OUT, "max_fan_out"),
+        (route.deadline_ms, 1..=MAX_MS, "deadline_ms"),
+        (
+            route.max_inflight.value().copied(),
+            1..=MAX_INFLIGHT,
+            "max_inflight",
+        ),
+    ];
+    for (value, range, key) in optional {
+        if let Some(value) = value {
+            check_range(value, range, place, key)?;
+        }
+    }
+    check_resilience(&route.resilience, place, "")
+}
+
+/// Every SPEC §6 value as written at one level, whether or not a call ends up using it.
+fn check_resilience(
+    resilience: &config::Resilience,
+    place: &Place,
+    prefix: &str,
+) -> Result<(), ConfigError> {
+    let key = |name: &str| format!("{prefix}{name}");
+    if let Some(retries) = resilience.retries.value() {
+        check_range(
+            u64::from(retries.attempts),
+            1..=10,
+            place,
+            &key("retries.attempts"),
+        )?;
+        check_range(
+            retries.backoff_ms,
+            0..=MAX_MS,
+            place,
+            &key("retries.backoff_ms"),
+        )?;
+        if retries.on.is_empty() {
+            return Err(place.error(
+                Some(&key("retries.on")),
+                "must list at least one of connect, timeout, 5xx",
+            ));
+        }
+    }
+    if let Some(ms) = resilience.hedge_after_ms.value() {
+        check_range(*ms, 1..=MAX_MS, place, &key("hedge_after_ms"))?;
+    }
+    if let Some(cache) = resilience.cache.value() {
+        check_range(cache.ttl_ms, 1..=MAX_MS, place, &key("cache.ttl_ms"))?;
+        check_range(
+            cache.stale_if_error_ms,
+            0..=MAX_MS,
+            place,
+            &key("cache.stale_if_error_ms"),
+        )?;
+        check_range(
+            cache.max_entries,
+            1..=100_000,
+            place,
+            &key("cache.max_entries"),
+        )?;
+        lower_header_list(&cache.vary, place, &key("cache.vary"), true)?;
+    }
+    if let Some(breaker) = resilience.circuit_breaker.value() {
+        check_range(
+            u64::from(breaker.failures),
+            1..=1000,
+            place,
+            &key("circuit_breaker.failures"),
+        )?;
+        check_range(
+            breaker.open_ms,
+            1..=MAX_MS,
+            place,
+            &key("circuit_breaker.open_ms"),
+        )?;
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -192,6 +311,7 @@ fn compile_route(
 ) -> Result<Route, ConfigError> {
     let pattern =
         PathPattern::parse(&route.path).map_err(|why| place.error(Some("match.path"), why))?;
+    check_route_values(route, place)?;
     let methods = if route.methods.is_empty() {
         return Err(place.error(Some("match.methods"), "must list at least one method"));
     } else {
@@ -501,7 +621,12 @@ fn compile_call(
         let lower = check_header_name(name).map_err(|why| place.error(Some(&key), why))?;
         let template =
             Template::parse(value, inputs).map_err(|why| place.error(Some(&key), why))?;
-        if template.literals().any(|t| t.contains(['\r', '\n', '\0'])) {
+        let defaults = template.placeholders().filter_map(|p| p.default.as_deref());
+        if template
+            .literals()
+            .chain(defaults)
+            .any(|t| t.contains(['\r', '\n', '\0']))
+        {
             return Err(place.error(Some(&key), "must not contain CR, LF or NUL"));
         }
         headers.push((lower, template));
@@ -680,33 +805,22 @@ fn compile_resilience(
     if !repeatable && matches!(own.hedge_after_ms, config::Setting::On(_)) {
         return Err(not_repeatable("hedge_after_ms"));
     }
-    let retries = match merged.retries.value().filter(|_| repeatable) {
-        Some(retries) => {
-            check_range(
-                u64::from(retries.attempts),
-                1..=10,
-                place,
-                "retries.attempts",
-            )?;
-            check_range(retries.backoff_ms, 0..=MAX_MS, place, "retries.backoff_ms")?;
-            if retries.on.is_empty() {
-                return Err(place.error(
-                    Some("retries.on"),
-                    "must list at least one of connect, timeout, 5xx",
-                ));
-            }
-            Some(RetryPolicy {
-                attempts: retries.attempts,
-                backoff_ms: retries.backoff_ms,
-                on: retries.on.clone(),
-            })
-        }
-        None => None,
-    };
-    let hedge_after_ms = match merged.hedge_after_ms.value().filter(|_| repeatable) {
-        Some(ms) => Some(check_range(*ms, 1..=MAX_MS, place, "hedge_after_ms")?),
-        None => None,
-    };
+    // Values were range-checked at the level that set them (check_resilience).
+    check_resilience(own, place, "")?;
+    let retries = merged
+        .retries
+        .value()
+        .filter(|_| repeatable)
+        .map(|retries| RetryPolicy {
+            attempts: retries.attempts,
+            backoff_ms: retries.backoff_ms,
+            on: retries.on.clone(),
+        });
+    let hedge_after_ms = merged
+        .hedge_after_ms
+        .value()
+        .filter(|_| repeatable)
+        .copied();
     let cacheable = matches!(method, "GET" | "HEAD");
     if !cacheable && matches!(own.cache, config::Setting::On(_)) {
         return Err(place.error(
@@ -720,24 +834,10 @@ fn compile_resilience(
         )?),
         None => None,
     };
-    let breaker = match merged.circuit_breaker.value() {
-        Some(breaker) => Some(BreakerPolicy {
-            failures: u32::try_from(check_range(
-                u64::from(breaker.failures),
-                1..=1000,
-                place,
-                "circuit_breaker.failures",
-            )?)
-            .unwrap_or(1),
-            open_ms: check_range(
-                breaker.open_ms,
-                1..=MAX_MS,
-                place,
-                "circuit_breaker.open_ms",
-            )?,
-        }),
-        None => None,
-    };
+    let breaker = merged.circuit_breaker.value().map(|breaker| BreakerPolicy {
+        failures: breaker.failures,
+        open_ms: breaker.open_ms,
+    });
     Ok(CallResilience {
         retries,
         hedge_after_ms,
@@ -757,14 +857,7 @@ fn compile_cache(
     inputs: &mut RouteInputs<'_>,
     place: &Place,
 ) -> Result<CacheSpec, ConfigError> {
-    check_range(cache.ttl_ms, 1..=MAX_MS, place, "cache.ttl_ms")?;
-    check_range(
-        cache.stale_if_error_ms,
-        0..=MAX_MS,
-        place,
-        "cache.stale_if_error_ms",
-    )?;
-    let max_entries = check_range(cache.max_entries, 1..=100_000, place, "cache.max_entries")?;
+    let max_entries = cache.max_entries;
     let vary = lower_header_list(&cache.vary, place, "cache.vary", true)?;
     let credential_names: Vec<&str> = forward
         .iter()

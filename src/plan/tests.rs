@@ -274,3 +274,49 @@ fn fan_out_and_bodies_compile_into_the_plan() {
     assert!(!route.calls[2].may_repeat, "POST is not");
     assert!(route.calls[3].may_repeat, "unless the call says unsafe");
 }
+
+#[test]
+fn values_are_checked_where_they_are_written_and_shapes_are_strict() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"defaults":{"timeout_ms":0},"routes":[{"name":"r","match":{"path":"/"},"calls":[{"name":"a","cluster":"c","path":"/","timeout_ms":5}]}]}"#,
+            r#"key "defaults.timeout_ms": must be between 1"#,
+        ),
+        (
+            r#"{"defaults":{"retries":{"attempts":50}},"routes":[{"name":"r","match":{"path":"/"},"calls":[{"name":"a","cluster":"c","method":"POST","path":"/"}]}]}"#,
+            r#"key "defaults.retries.attempts": must be between 1 and 10"#,
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"path":"/"},"max_fan_out":0,"calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#,
+            r#"route "r" key "max_fan_out": must be between 1"#,
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[{"name":"a","cluster":"c","path":"/","retries":[2,25,["connect"]]}]}]}"#,
+            r#"call "a" key "retries": must be a JSON object, or null"#,
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[{"name":"a","cluster":"c","path":"/","format":{"text":null}}]}]}"#,
+            r#"call "a" key "format": invalid type"#,
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[{"name":"a","cluster":"c","path":"/","format":"xml"}]}]}"#,
+            r#"call "a" key "format": unknown value "xml", expected one of: json, text"#,
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"path":"/"},"response":{"headers_from":[["a","x"]]},"calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#,
+            r#"key "response.headers_from": must be a list of JSON objects"#,
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[{"name":"a","cluster":"c","path":"/","headers":{"x-a":"{query.q|a\rb}"}}]}]}"#,
+            r#"call "a" key "headers.x-a": must not contain CR, LF or NUL"#,
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[{"name":"a","cluster":"c","path":"/","retries":{"attempts":2,"on":["4xx"]}}]}]}"#,
+            r#"unknown value "4xx", expected one of: connect, timeout, 5xx"#,
+        ),
+    ];
+    for (json, expected) in cases {
+        let e = compile(json).unwrap_err();
+        assert!(e.contains(expected), "\n got: {e}\nwant: {expected}");
+    }
+}
