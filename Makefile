@@ -12,7 +12,7 @@ WASM := target/$(WASM_TARGET)/release/gateway_aggregator.wasm
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all setup build test unit integration validate demo-selftest fuzz fuzz-smoke lint run clean oci
+.PHONY: all setup build test unit integration validate demo-selftest fuzz fuzz-smoke lint run clean oci bench bench-core
 
 all: build
 
@@ -65,6 +65,15 @@ lint: setup
 ## run: the demo — upstream services and the gateway on 127.0.0.1:10000
 run: build
 	./scripts/run-demo.sh
+
+## bench: gateway benchmark (filter vs plain Envoy, Node.js BFF, Envoy Lua) -> BENCHMARKS.md
+##        QUICK=1 for 2 s runs; DURATION=N, ROUNDS=N (see benches/README.md)
+bench: build
+	$(PYTHON) benches/run.py
+
+## bench-core: criterion micro-benchmark of the per-request core (native)
+bench-core:
+	$(CARGO) bench --bench core
 
 ## oci: package the .wasm as an OCI image for Istio (REGISTRY=<registry>/<namespace> to push)
 oci: build
