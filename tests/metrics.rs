@@ -77,7 +77,8 @@ fn stats_count_requests_outcomes_and_calls_exactly() {
     for _ in 0..3 {
         assert_eq!(envoy.get("/r").status, 200);
     }
-    thread::sleep(Duration::from_millis(400));
+    // Counters reach Envoy once a second (the filter adds them up between flushes).
+    thread::sleep(Duration::from_millis(1300));
     let stats = envoy.stats();
 
     assert_eq!(stat(&stats, "route.page.requests"), 7);
@@ -150,6 +151,7 @@ fn circuit_openings_are_counted_per_cluster() {
     for _ in 0..5 {
         envoy.get("/x");
     }
+    thread::sleep(Duration::from_millis(1300));
     let stats = envoy.stats();
     assert_eq!(stat(&stats, "cluster.broken.circuit_opened"), 1);
     assert_eq!(stat(&stats, "route.r.call.a.failure.circuit_open"), 3);

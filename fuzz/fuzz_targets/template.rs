@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
         let Action::Dispatch(dispatch) = action else {
             continue;
         };
-        for (name, value) in &dispatch.headers {
+        for (name, value) in &dispatch.request.headers {
             assert!(!value.contains(['\r', '\n', '\0']), "{name}: {value:?}");
             if name == ":path" {
                 let rest = value
@@ -70,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(encoded(q) && encoded(h), "query injected: {value}");
             }
         }
-        if let Some(body) = dispatch.body {
+        if let Some(body) = &dispatch.request.body {
             assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok());
         }
     }

@@ -44,11 +44,18 @@ pub enum Action {
 pub struct Dispatch {
     /// Names this request in the events about it.
     pub job: usize,
+    /// Shared with the task, so retries and hedges send it again without copying it.
+    pub request: Rc<UpstreamRequest>,
+    pub timeout_ms: u64,
+}
+
+/// A rendered upstream request.
+#[derive(Debug, PartialEq)]
+pub struct UpstreamRequest {
     pub cluster: String,
     /// `:method`, `:path`, `:authority` first, then the call's headers.
     pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
-    pub timeout_ms: u64,
 }
 
 /// What happened to a dispatched job.

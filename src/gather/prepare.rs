@@ -2,13 +2,14 @@
 
 use super::inputs::TemplateInputs;
 use super::state::{CallState, Outcome, Prepared};
-use super::Gather;
+use super::{Gather, UpstreamRequest};
 use crate::outcome::{Failure, Reason};
 use crate::plan::body::{BodyTemplate, RenderedBody};
 use crate::plan::template::{Inputs, RenderError, Target};
 use crate::plan::{Call, FanOut};
 use crate::resilience::cache;
 use serde_json::Value;
+use std::rc::Rc;
 
 impl Gather {
     /// A failed dependency without fallback stops the call.
@@ -96,9 +97,11 @@ impl Gather {
             }
         };
         Ok(Prepared {
-            cluster: plan.cluster.clone(),
-            headers,
-            body,
+            request: Rc::new(UpstreamRequest {
+                cluster: plan.cluster.clone(),
+                headers,
+                body,
+            }),
             timeout_ms: plan.timeout_ms,
             cache_key,
         })

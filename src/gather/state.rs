@@ -2,10 +2,11 @@
 //! `for_each` item); a task sends *jobs* (its first attempt, retries, a hedge) until one
 //! succeeds or it gives up.
 
-use super::Event;
+use super::{Event, UpstreamRequest};
 use crate::outcome::{judge_answer, Failure, Reason, Success};
 use crate::plan::Call;
 use serde_json::Value;
+use std::rc::Rc;
 
 #[derive(Debug)]
 pub enum CallState {
@@ -110,9 +111,7 @@ impl ItemState {
 /// A rendered request, kept to be sent again by retries and hedges.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub cluster: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<Vec<u8>>,
+    pub request: Rc<UpstreamRequest>,
     /// The call's own timeout; each attempt also stops at the route deadline.
     pub timeout_ms: u64,
     /// Key in the response cache, when the call caches.

@@ -98,11 +98,13 @@ impl Gather {
         let probe = match plan
             .resilience
             .breaker
-            .map(|b| b.admit(store, &t.request.cluster, now_us / 1000))
+            .map(|b| b.admit(store, &t.request.request.cluster, now_us / 1000))
         {
             Some(Gate::Open) => {
-                let failure = Failure::new(Reason::CircuitOpen)
-                    .with_detail(format!("circuit for cluster {} is open", t.request.cluster));
+                let failure = Failure::new(Reason::CircuitOpen).with_detail(format!(
+                    "circuit for cluster {} is open",
+                    t.request.request.cluster
+                ));
                 self.conclude(task, Err(failure), now_us, actions);
                 return true;
             }
@@ -144,13 +146,11 @@ impl Gather {
             "route {}: dispatch job {job} (attempt {}) to cluster {} with timeout {timeout_ms} ms",
             self.route.name,
             t.attempts,
-            t.request.cluster
+            t.request.request.cluster
         );
         actions.push(Action::Dispatch(Dispatch {
             job,
-            cluster: t.request.cluster.clone(),
-            headers: t.request.headers.clone(),
-            body: t.request.body.clone(),
+            request: Rc::clone(&t.request.request),
             timeout_ms,
         }));
     }
@@ -198,8 +198,14 @@ impl Gather {
                 .as_ref()
                 .err()
                 .is_some_and(|f| f.reason.counts_against_upstream(f.status));
-            if breaker.record(store, &t.request.cluster, now_us / 1000, !failed, probe) {
-                let cluster = t.request.cluster.clone();
+            if breaker.record(
+                store,
+                &t.request.request.cluster,
+                now_us / 1000,
+                !failed,
+                probe,
+            ) {
+                let cluster = t.request.request.cluster.clone();
                 self.opened_circuits.push(cluster);
             }
         }
@@ -286,7 +292,7 @@ impl Gather {
                 t.hedge_at_us = None;
                 if !t.hedged && t.open_jobs == 1 {
                     t.hedged = true;
-                    let cluster = t.request.cluster.clone();
+                    let cluster = t.request.request.cluster.clone();
                     let breaker = self
                         .route
                         .calls

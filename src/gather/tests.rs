@@ -73,7 +73,8 @@ fn response(actions: Vec<Action>) -> Response {
 }
 
 fn header<'a>(d: &'a Dispatch, name: &str) -> Option<&'a str> {
-    d.headers
+    d.request
+        .headers
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
@@ -595,14 +596,14 @@ fn client_body_is_forwarded_with_its_content_type() {
     );
     let sent = dispatches(&actions);
     assert_eq!(
-        sent[0].body.as_deref(),
+        sent[0].request.body.as_deref(),
         Some(r#"{"qty":2,"user":{"name":"Zoë"}}"#.as_bytes())
     );
     assert_eq!(
         header(sent[0], "content-type"),
         Some("application/json; charset=utf-8")
     );
-    let audit: Value = serde_json::from_slice(sent[1].body.as_deref().unwrap()).unwrap();
+    let audit: Value = serde_json::from_slice(sent[1].request.body.as_deref().unwrap()).unwrap();
     assert_eq!(
         audit,
         json!({"order": "1", "qty": 2, "who": "user Zoë", "fixed": [1]})

@@ -95,12 +95,7 @@ impl Exchange {
             }
             self.counted_route = Some(index);
         }
-        let headers = matched
-            .route
-            .headers
-            .iter()
-            .map(|name| header_value(MapType::HttpRequestHeaders, name))
-            .collect();
+        let headers = request_headers(&matched.route.headers);
         let (_, query) = split_query(&path);
         let pending = Pending {
             request: ClientRequest {
@@ -233,14 +228,15 @@ impl Exchange {
 
     /// Hands a job to Envoy; a refusal comes back as the event it means.
     fn dispatch(&mut self, dispatch: &Dispatch, via: Via) -> Result<(), Event> {
-        let headers: Vec<(&str, &str)> = dispatch
+        let request = &dispatch.request;
+        let headers: Vec<(&str, &str)> = request
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         let timeout = Duration::from_millis(dispatch.timeout_ms);
-        let body = dispatch.body.as_deref();
-        match hostcalls::dispatch_http_call(&dispatch.cluster, headers, body, Vec::new(), timeout) {
+        let body = request.body.as_deref();
+        match hostcalls::dispatch_http_call(&request.cluster, headers, body, Vec::new(), timeout) {
             Ok(token) => {
                 self.in_flight.push((token, dispatch.job));
                 if via == Via::Root {
@@ -251,13 +247,13 @@ impl Exchange {
             // Envoy starts the call synchronously: with no healthy host it fails at once.
             Err(Status::InternalFailure) => Err(Event::Unreachable {
                 job: dispatch.job,
-                detail: format!("no healthy host in cluster \"{}\"", dispatch.cluster),
+                detail: format!("no healthy host in cluster \"{}\"", request.cluster),
             }),
             Err(status) => Err(Event::Refused {
                 job: dispatch.job,
                 detail: format!(
                     "Envoy refused the call to cluster \"{}\" ({status:?}): unknown or not yet warmed cluster",
-                    dispatch.cluster
+                    request.cluster
                 ),
             }),
         }
@@ -293,6 +289,25 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// The values of the headers a route reads, in order: one hostcall per header when there are
+/// few, one read of the whole map otherwise.
+fn request_headers(names: &[String]) -> Vec<Option<String>> {
+    if names.len() < 2 {
+        return names
+            .iter()
+            .map(|name| header_value(MapType::HttpRequestHeaders, name))
+            .collect();
+    }
+    let all = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+    names
+        .iter()
+        .map(|name| {
+            let (_, value) = all.iter().find(|(n, _)| n == name)?;
+            String::from_utf8(value.clone()).ok()
+        })
+        .collect()
 }
 
 fn respond(response: &Response) {

@@ -7,6 +7,7 @@ use crate::outcome::Reason;
 use crate::plan::Plan;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 pub const PREFIX: &str = "gateway_aggregator";
@@ -50,10 +51,13 @@ struct CallStats {
     latency_ms: u32,
 }
 
+/// Counter increments are added up here and handed to Envoy once a second (`flush`), so a
+/// request costs no counter hostcall; histogram samples go to Envoy at once.
 #[derive(Default)]
 pub struct Metrics {
     routes: Vec<RouteStats>,
     circuits_opened: HashMap<String, u32>,
+    pending: RefCell<HashMap<u32, u64>>,
 }
 
 fn define(kind: MetricType, name: &str) -> Result<u32, String> {
@@ -117,53 +121,62 @@ impl Metrics {
         let Some(stats) = self.routes.get(route) else {
             return;
         };
-        count(stats.requests, 1);
+        self.count(stats.requests, 1);
         match status {
-            200..=299 if complete => count(stats.complete, 1),
-            200..=299 => count(stats.partial, 1),
-            400..=499 => count(stats.failed_4xx, 1),
-            _ => count(stats.failed_5xx, 1),
+            200..=299 if complete => self.count(stats.complete, 1),
+            200..=299 => self.count(stats.partial, 1),
+            400..=499 => self.count(stats.failed_4xx, 1),
+            _ => self.count(stats.failed_5xx, 1),
         }
         observe(stats.latency_ms, latency_us / 1000);
         let Some(summary) = summary else { return };
         for (call, stats) in summary.calls.iter().zip(&stats.calls) {
             for result in &call.results {
                 match result {
-                    None => count(stats.success, 1),
+                    None => self.count(stats.success, 1),
                     Some(reason) => {
                         let index = REASONS.iter().position(|r| r == reason);
                         if let Some(id) = index.and_then(|i| stats.failures.get(i)) {
-                            count(*id, 1);
+                            self.count(*id, 1);
                         }
                     }
                 }
             }
             if call.fallback {
-                count(stats.fallback, 1);
+                self.count(stats.fallback, 1);
             }
             if call.stale {
-                count(stats.stale, 1);
+                self.count(stats.stale, 1);
             }
-            count(stats.cache_hits, call.cache_hits);
-            count(stats.attempts, call.attempts);
-            count(stats.retries, call.retries);
-            count(stats.hedges, call.hedges);
+            self.count(stats.cache_hits, call.cache_hits);
+            self.count(stats.attempts, call.attempts);
+            self.count(stats.retries, call.retries);
+            self.count(stats.hedges, call.hedges);
             if let (true, Some(us)) = (call.finished, call.duration_us) {
                 observe(stats.latency_ms, us / 1000);
             }
         }
         for cluster in &summary.opened_circuits {
             if let Some(id) = self.circuits_opened.get(cluster) {
-                count(*id, 1);
+                self.count(*id, 1);
             }
         }
     }
 }
 
-fn count(id: u32, by: u32) {
-    if by > 0 {
-        // A refused update is not worth failing a request over.
-        let _ = hostcalls::increment_metric(id, i64::from(by));
+impl Metrics {
+    fn count(&self, id: u32, by: u32) {
+        if by > 0 {
+            *self.pending.borrow_mut().entry(id).or_insert(0) += u64::from(by);
+        }
+    }
+
+    /// Hands the counted increments to Envoy.
+    pub fn flush(&self) {
+        for (id, by) in self.pending.borrow_mut().drain() {
+            // A refused update is not worth failing over.
+            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        }
     }
 }
 

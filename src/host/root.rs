@@ -13,8 +13,10 @@ use proxy_wasm::types::{BufferType, ContextType};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// How often the timer looks for due retries and hedges, when a route needs it.
+/// How often the timer looks for due retries and hedges, when a route needs it; otherwise it
+/// only hands the counted stats to Envoy.
 const TICK: Duration = Duration::from_millis(5);
+const SLOW_TICK: Duration = Duration::from_millis(1000);
 
 #[derive(Default)]
 pub struct Root {
@@ -81,13 +83,16 @@ impl RootContext for Root {
                         return false;
                     }
                 }
-                if plan.routes.iter().any(|r| r.needs_timers()) {
-                    if let Err(status) = hostcalls::set_tick_period(TICK) {
-                        log::error!(
-                            "gateway-aggregator: no timer for retries and hedges: {status:?}"
-                        );
-                        return false;
-                    }
+                let tick = if plan.routes.iter().any(|r| r.needs_timers()) {
+                    TICK
+                } else {
+                    SLOW_TICK
+                };
+                if let Err(status) = hostcalls::set_tick_period(tick) {
+                    log::error!(
+                        "gateway-aggregator: no timer for retries, hedges and stats: {status:?}"
+                    );
+                    return false;
                 }
                 self.plan = Some(Rc::new(plan));
                 true
@@ -105,6 +110,7 @@ impl RootContext for Root {
             self.worker
                 .with_exchange(context_id, |exchange| exchange.on_timer(now_us));
         }
+        self.worker.flush_metrics(now_us);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

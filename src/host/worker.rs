@@ -5,7 +5,7 @@
 use super::exchange::Exchange;
 use super::metrics::Metrics;
 use crate::gather::Summary;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
@@ -21,7 +21,11 @@ pub struct Worker {
     /// Aggregations in flight per route index.
     inflight: RefCell<Vec<u64>>,
     metrics: RefCell<Metrics>,
+    last_flush_us: Cell<u64>,
 }
+
+/// How often counted stats reach Envoy.
+const METRICS_FLUSH_US: u64 = 1_000_000;
 
 impl Worker {
     pub fn register(&self, context_id: u32, exchange: &Rc<RefCell<Exchange>>) {
@@ -114,6 +118,15 @@ impl Worker {
         self.metrics
             .borrow()
             .record(route, status, complete, latency_us, summary);
+    }
+
+    /// Hands the counted stats to Envoy, at most once a second.
+    pub fn flush_metrics(&self, now_us: u64) {
+        let due = self.last_flush_us.get().saturating_add(METRICS_FLUSH_US) <= now_us;
+        if due {
+            self.last_flush_us.set(now_us);
+            self.metrics.borrow().flush();
+        }
     }
 
     pub fn leave(&self, route: usize) {
