@@ -204,21 +204,28 @@ fn accept_body(body: Vec<u8>, format: Format, parse: bool) -> Result<Success, Fa
     }
 }
 
-/// Whether valid JSON nests arrays/objects deeper than `limit` (one pass, no allocation).
+/// Whether valid JSON nests arrays/objects deeper than `limit`: one pass, no allocation,
+/// jumping over strings (most of a body's bytes) with `memchr`.
 fn nesting_exceeds(json: &[u8], limit: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &byte in json {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&byte) = json.get(i) {
+        i += 1;
         match byte {
-            b'"' => in_string = true,
+            b'"' => loop {
+                let Some(offset) = json
+                    .get(i..)
+                    .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                else {
+                    return false;
+                };
+                let quote = json.get(i + offset) == Some(&b'"');
+                // An escape covers the next byte, whatever it is.
+                i += offset + if quote { 1 } else { 2 };
+                if quote {
+                    break;
+                }
+            },
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
@@ -291,6 +298,18 @@ mod tests {
         assert!(
             judge_answer(200, tricky.into_bytes(), Format::Json, false).is_ok(),
             "brackets in strings do not count"
+        );
+        let deep_after_escapes = format!(
+            r#"{{"s":"a\\","t":"\"{}","u":{}}}"#,
+            "[".repeat(300),
+            "[".repeat(200) + &"]".repeat(200)
+        );
+        assert_eq!(
+            judge_answer(200, deep_after_escapes.into_bytes(), Format::Json, false)
+                .map_err(|f| f.reason)
+                .err(),
+            Some(Reason::InvalidBody),
+            "escaped backslashes and quotes do not hide real nesting"
         );
     }
 
