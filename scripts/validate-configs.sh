@@ -5,7 +5,8 @@
 #   ./scripts/validate-configs.sh FILE...      just these files
 #
 # Checked by default: envoy/*.yaml and envoy/*.yml, except docker-compose*.yaml and
-# anything under envoy/istio/ (Kubernetes manifests, not Envoy bootstraps).
+# anything under envoy/istio/ (Kubernetes manifests, not Envoy bootstraps), and the
+# benchmark's Envoy configs in benches/envoy/.
 #
 # `--mode validate` builds the whole configuration without binding ports or
 # starting workers, and that includes the wasm filter: Envoy loads the .wasm into
@@ -40,7 +41,7 @@ if (($#)); then
     files=("$@")
 else
     shopt -s nullglob
-    for f in envoy/*.yaml envoy/*.yml; do
+    for f in envoy/*.yaml envoy/*.yml benches/envoy/*.yaml; do
         case ${f##*/} in
             docker-compose*) continue ;;
         esac
