@@ -66,6 +66,9 @@ impl Exchange {
         let Some(path) = header_value(MapType::HttpRequestHeaders, ":path") else {
             return HostAction::Continue;
         };
+        if !self.plan.may_match(&path) {
+            return HostAction::Continue;
+        }
         let Some(method) = header_value(MapType::HttpRequestHeaders, ":method") else {
             return HostAction::Continue;
         };

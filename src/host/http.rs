@@ -13,6 +13,9 @@ pub struct Stream {
     context_id: u32,
     exchange: Rc<RefCell<Exchange>>,
     worker: Rc<Worker>,
+    /// Known to the worker (for timers and root-context answers): only once matched, so
+    /// pass-through requests cost no bookkeeping.
+    registered: bool,
 }
 
 impl Stream {
@@ -22,11 +25,11 @@ impl Stream {
             plan,
             Rc::clone(&worker),
         )));
-        worker.register(context_id, &exchange);
         Stream {
             context_id,
             exchange,
             worker,
+            registered: false,
         }
     }
 
@@ -41,7 +44,9 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.worker.forget(self.context_id);
+        if self.registered {
+            self.worker.forget(self.context_id);
+        }
     }
 }
 
@@ -61,7 +66,12 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.with(Action::Continue, |e| e.on_request_headers(end_of_stream))
+        let action = self.with(Action::Continue, |e| e.on_request_headers(end_of_stream));
+        if action == Action::Pause {
+            self.worker.register(self.context_id, &self.exchange);
+            self.registered = true;
+        }
+        action
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

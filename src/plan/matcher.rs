@@ -90,6 +90,14 @@ impl PathPattern {
         &self.text
     }
 
+    /// The first segment, when it is a literal: every matching path starts with it.
+    pub fn leading_literal(&self) -> Option<&str> {
+        match self.segments.first() {
+            Some(PatternSegment::Literal(literal)) => Some(literal),
+            _ => None,
+        }
+    }
+
     pub fn capture_names(&self) -> &[String] {
         &self.capture_names
     }

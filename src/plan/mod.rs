@@ -205,6 +205,22 @@ impl Plan {
         })
     }
 
+    /// A cheap first look at a path, before anything else is read: false when no route can
+    /// match it, because every route starts with a literal segment the path does not have.
+    pub fn may_match(&self, path: &str) -> bool {
+        let first = path
+            .trim_start_matches('/')
+            .split(['/', '?'])
+            .next()
+            .unwrap_or("");
+        self.routes.iter().any(|route| {
+            route
+                .pattern
+                .leading_literal()
+                .is_none_or(|literal| literal == first)
+        })
+    }
+
     pub fn call_count(&self) -> usize {
         self.routes.iter().map(|r| r.calls.len()).sum()
     }

@@ -320,3 +320,19 @@ fn values_are_checked_where_they_are_written_and_shapes_are_strict() {
         assert!(e.contains(expected), "\n got: {e}\nwant: {expected}");
     }
 }
+
+#[test]
+fn a_first_look_rules_out_paths_no_route_can_match() {
+    let plan = compile(r#"{"routes":[{"name":"a","match":{"path":"/api/x/{id}"},"calls":[{"name":"c","cluster":"k","path":"/"}]},
+        {"name":"b","match":{"path":"/bff"},"calls":[{"name":"c","cluster":"k","path":"/"}]}]}"#).unwrap();
+    assert!(plan.may_match("/api/x/1"));
+    assert!(plan.may_match("/bff?x=1"));
+    assert!(plan.may_match("/api"));
+    assert!(!plan.may_match("/static/app.js"));
+    assert!(!plan.may_match("/"));
+    let open = compile(r#"{"routes":[{"name":"a","match":{"path":"/{tenant}/x"},"calls":[{"name":"c","cluster":"k","path":"/"}]}]}"#).unwrap();
+    assert!(
+        open.may_match("/anything"),
+        "a leading capture matches any first segment"
+    );
+}
