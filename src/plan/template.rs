@@ -166,28 +166,11 @@ impl Placeholder {
     /// The value as JSON, keeping its type (SPEC §3.4: a body leaf that is exactly one
     /// placeholder). Client text stays a string; `null` and empty values are absent.
     pub fn resolve_json(&self, inputs: &dyn Inputs) -> Result<Value, RenderError> {
-        let found = match &self.source {
-            Source::Path(slot) => match inputs.capture(*slot) {
-                Some(Capture::Segment(s)) => Some(Value::String(s.clone())),
-                Some(Capture::Rest(segments)) => Some(Value::String(segments.join("/"))),
-                Some(Capture::Invalid) => return Err(self.invalid()),
-                None => None,
-            },
-            Source::Query(slot) => match inputs.query(*slot) {
-                Some(Some(s)) => Some(Value::String(s.to_string())),
-                Some(None) => return Err(self.invalid()),
-                None => None,
-            },
-            Source::Header(slot) => inputs.header(*slot).map(|s| Value::String(s.to_string())),
-            Source::Call { call, path } => inputs
-                .call_body(*call)
-                .and_then(|body| owned(path.find(body))),
-            Source::Item => inputs.item().cloned(),
-            Source::RequestBody(path) => match inputs.request_json() {
-                Some(Ok(body)) => owned(path.find(body)),
-                Some(Err(())) => return Err(self.invalid()),
-                None => None,
-            },
+        let found = match self.lookup(inputs)? {
+            Some(Raw::Text(text)) => Some(Value::String(text.to_string())),
+            Some(Raw::Segments(segments)) => Some(Value::String(segments.join("/"))),
+            Some(Raw::Json(found)) => owned(found),
+            None => None,
         };
         let present = found.filter(|v| !is_absent(v));
         match (present, &self.default) {
@@ -195,6 +178,34 @@ impl Placeholder {
             (None, Some(default)) => Ok(Value::String(default.clone())),
             (None, None) => Err(self.missing()),
         }
+    }
+
+    /// What the source holds for this request; an error when it holds something unusable
+    /// (not UTF-8 once decoded, or a client body that is not JSON).
+    fn lookup<'a>(&self, inputs: &'a dyn Inputs) -> Result<Option<Raw<'a>>, RenderError> {
+        Ok(match &self.source {
+            Source::Path(slot) => match inputs.capture(*slot) {
+                Some(Capture::Segment(s)) => Some(Raw::Text(s)),
+                Some(Capture::Rest(segments)) => Some(Raw::Segments(segments)),
+                Some(Capture::Invalid) => return Err(self.invalid()),
+                None => None,
+            },
+            Source::Query(slot) => match inputs.query(*slot) {
+                Some(Some(s)) => Some(Raw::Text(s)),
+                Some(None) => return Err(self.invalid()),
+                None => None,
+            },
+            Source::Header(slot) => inputs.header(*slot).map(Raw::Text),
+            Source::Call { call, path } => inputs
+                .call_body(*call)
+                .map(|body| Raw::Json(path.find(body))),
+            Source::Item => inputs.item().map(|value| Raw::Json(Found::One(value))),
+            Source::RequestBody(path) => match inputs.request_json() {
+                Some(Ok(body)) => Some(Raw::Json(path.find(body))),
+                Some(Err(())) => return Err(self.invalid()),
+                None => None,
+            },
+        })
     }
 
     fn missing(&self) -> RenderError {
@@ -294,36 +305,22 @@ enum Resolved<'a> {
     List(Vec<std::borrow::Cow<'a, str>>),
 }
 
+/// What a source holds, before it is written anywhere.
+enum Raw<'a> {
+    Text(&'a str),
+    Segments(&'a [String]),
+    Json(Found<'a>),
+}
+
 fn resolve_value<'a>(
     placeholder: &'a Placeholder,
     inputs: &'a dyn Inputs,
 ) -> Result<Resolved<'a>, RenderError> {
-    let found = match &placeholder.source {
-        Source::Path(slot) => match inputs.capture(*slot) {
-            Some(Capture::Segment(s)) => Some(Resolved::One(s.as_str().into())),
-            Some(Capture::Rest(segments)) => Some(Resolved::Segments(segments)),
-            Some(Capture::Invalid) => return Err(placeholder.invalid()),
-            None => None,
-        },
-        Source::Query(slot) => match inputs.query(*slot) {
-            Some(Some(s)) => Some(Resolved::One(s.into())),
-            Some(None) => return Err(placeholder.invalid()),
-            None => None,
-        },
-        Source::Header(slot) => inputs.header(*slot).map(|s| Resolved::One(s.into())),
-        Source::Call { call, path } => from_found(
-            inputs.call_body(*call).map(|body| path.find(body)),
-            placeholder,
-        )?,
-        Source::Item => match inputs.item() {
-            Some(value) => from_json(value, placeholder)?,
-            None => None,
-        },
-        Source::RequestBody(path) => match inputs.request_json() {
-            Some(Ok(body)) => from_found(Some(path.find(body)), placeholder)?,
-            Some(Err(())) => return Err(placeholder.invalid()),
-            None => None,
-        },
+    let found = match placeholder.lookup(inputs)? {
+        Some(Raw::Text(text)) => Some(Resolved::One(text.into())),
+        Some(Raw::Segments(segments)) => Some(Resolved::Segments(segments)),
+        Some(Raw::Json(found)) => from_found(Some(found), placeholder)?,
+        None => None,
     };
     let present = match found {
         Some(Resolved::One(s)) if s.is_empty() => None,

@@ -24,47 +24,50 @@ pub struct Report<'a> {
 /// `{"complete":…,"errors":{…},"fallback":[…],"stale":{…},"attempts":{…},"not_waited_for":[…]}`;
 /// empty parts are left out.
 pub fn write_meta(body: &mut Vec<u8>, report: &Report<'_>) {
-    let (complete, errors, fell_back, expose) = (
-        report.complete,
-        report.errors,
-        report.fell_back,
-        report.expose,
-    );
-    body.extend_from_slice(if complete {
+    let expose = report.expose;
+    body.extend_from_slice(if report.complete {
         br#"{"complete":true"#
     } else {
         br#"{"complete":false"#
     });
-    if !errors.is_empty() {
-        body.extend_from_slice(br#","errors":{"#);
-        for (i, (name, entry)) in errors.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
+    write_object(
+        body,
+        ",\"errors\":",
+        report.errors,
+        |body, (name, entry)| {
             push_key(body, name);
-            body.push(b'{');
             match entry {
-                ErrorEntry::Call(failure) => write_failure_fields(body, failure, expose),
-                ErrorEntry::Items(items) => write_item_failures(body, items, expose),
+                ErrorEntry::Call(failure) => write_failure(body, failure, expose),
+                ErrorEntry::Items(items) => write_items(body, items, |body, failure| {
+                    write_failure(body, failure, expose)
+                }),
             }
-            body.push(b'}');
+        },
+    );
+    write_names(body, "fallback", report.fell_back);
+    let stale: Vec<&CallView<'_>> = report
+        .calls
+        .iter()
+        .filter(|c| !c.stale.is_empty())
+        .collect();
+    write_object(body, ",\"stale\":", &stale, |body, call| {
+        push_key(body, call.name);
+        match call.stale.as_slice() {
+            [(None, age)] => write_age(body, *age),
+            items => {
+                let items: Vec<(&str, u64)> = items
+                    .iter()
+                    .map(|(key, age)| (key.unwrap_or(""), *age))
+                    .collect();
+                write_items(body, &items, |body, age| write_age(body, *age));
+            }
         }
-        body.push(b'}');
-    }
-    write_names(body, "fallback", fell_back);
-    write_stale(body, report.calls);
+    });
     let retried: Vec<&CallView<'_>> = report.calls.iter().filter(|c| c.retried).collect();
-    if !retried.is_empty() {
-        body.extend_from_slice(br#","attempts":{"#);
-        for (i, call) in retried.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            push_key(body, call.name);
-            body.extend_from_slice(call.attempts.to_string().as_bytes());
-        }
-        body.push(b'}');
-    }
+    write_object(body, ",\"attempts\":", &retried, |body, call| {
+        push_key(body, call.name);
+        body.extend_from_slice(call.attempts.to_string().as_bytes());
+    });
     let unfinished: Vec<&str> = report
         .calls
         .iter()
@@ -72,6 +75,52 @@ pub fn write_meta(body: &mut Vec<u8>, report: &Report<'_>) {
         .map(|c| c.name)
         .collect();
     write_names(body, "not_waited_for", &unfinished);
+    body.push(b'}');
+}
+
+/// `prefix{entry,entry}` with `write` writing each `"key":value`; nothing when empty.
+fn write_object<T>(
+    body: &mut Vec<u8>,
+    prefix: &str,
+    entries: &[T],
+    mut write: impl FnMut(&mut Vec<u8>, &T),
+) {
+    if entries.is_empty() {
+        return;
+    }
+    body.extend_from_slice(prefix.as_bytes());
+    body.push(b'{');
+    for (i, entry) in entries.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        write(body, entry);
+    }
+    body.push(b'}');
+}
+
+/// `{"items":{"key":value,...}}` — per-item results of a `for_each` call.
+fn write_items<T>(
+    body: &mut Vec<u8>,
+    items: &[(&str, T)],
+    mut write: impl FnMut(&mut Vec<u8>, &T),
+) {
+    body.push(b'{');
+    write_object(body, "\"items\":", items, |body, (key, value)| {
+        push_key(body, key);
+        write(body, value);
+    });
+    body.push(b'}');
+}
+
+fn write_age(body: &mut Vec<u8>, age_ms: u64) {
+    body.extend_from_slice(format!(r#"{{"age_ms":{age_ms}}}"#).as_bytes());
+}
+
+/// `{"reason":…}` — one failure.
+fn write_failure(body: &mut Vec<u8>, failure: &Failure, expose: bool) {
+    body.push(b'{');
+    write_failure_fields(body, failure, expose);
     body.push(b'}');
 }
 
@@ -88,51 +137,6 @@ fn write_names(body: &mut Vec<u8>, key: &str, names: &[&str]) {
         push_string(body, name);
     }
     body.push(b']');
-}
-
-/// `,"stale":{"inventory":{"age_ms":5300},"authors":{"items":{"u1":{"age_ms":10}}}}`.
-fn write_stale(body: &mut Vec<u8>, calls: &[CallView<'_>]) {
-    let stale: Vec<&CallView<'_>> = calls.iter().filter(|c| !c.stale.is_empty()).collect();
-    if stale.is_empty() {
-        return;
-    }
-    body.extend_from_slice(br#","stale":{"#);
-    for (i, call) in stale.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        push_key(body, call.name);
-        match call.stale.as_slice() {
-            [(None, age)] => body.extend_from_slice(format!(r#"{{"age_ms":{age}}}"#).as_bytes()),
-            items => {
-                body.extend_from_slice(br#"{"items":{"#);
-                for (j, (key, age)) in items.iter().enumerate() {
-                    if j > 0 {
-                        body.push(b',');
-                    }
-                    push_key(body, key.unwrap_or(""));
-                    body.extend_from_slice(format!(r#"{{"age_ms":{age}}}"#).as_bytes());
-                }
-                body.extend_from_slice(b"}}");
-            }
-        }
-    }
-    body.push(b'}');
-}
-
-/// `"items":{"u1":{"reason":"timeout"},...}` — the failed items of a `for_each` call.
-fn write_item_failures(body: &mut Vec<u8>, items: &[(&str, &Failure)], expose: bool) {
-    body.extend_from_slice(br#""items":{"#);
-    for (i, (key, failure)) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        push_key(body, key);
-        body.push(b'{');
-        write_failure_fields(body, failure, expose);
-        body.push(b'}');
-    }
-    body.push(b'}');
 }
 
 /// `"reason":"status","status":503,...` — what a client may know about a failure.
