@@ -156,3 +156,33 @@ fn circuit_openings_are_counted_per_cluster() {
     assert_eq!(stat(&stats, "cluster.broken.circuit_opened"), 1);
     assert_eq!(stat(&stats, "route.r.call.a.failure.circuit_open"), 3);
 }
+
+#[test]
+fn logs_one_info_line_at_configure_time_and_nothing_per_request_above_debug() {
+    let svc = service();
+    let config = r#"{"routes":[{"name":"page","match":{"path":"/p"},"calls":[
+        {"name":"a","cluster":"svc","path":"/a?mode={query.mode}"},
+        {"name":"c","cluster":"svc","path":"/c?mode={query.mode}"}]}]}"#;
+    let envoy = Envoy::builder(config).cluster("svc", svc.port()).start();
+    for mode in ["ok", "partial", "broken"] {
+        envoy.get(&format!("/p?mode={mode}"));
+    }
+    let log = envoy.log();
+    let wasm_lines: Vec<&str> = log.lines().filter(|l| l.contains("wasm log")).collect();
+    let above_debug: Vec<&&str> = wasm_lines
+        .iter()
+        .filter(|l| l.contains("[info]") || l.contains("[warning]") || l.contains("[error]"))
+        .collect();
+    assert!(!above_debug.is_empty());
+    assert!(
+        above_debug.iter().all(|l| l
+            .contains("gateway-aggregator: loaded 1 routes and 2 calls: page (GET /p, 2 calls)")),
+        "only the configure-time line is above debug: {above_debug:#?}"
+    );
+    assert!(
+        wasm_lines
+            .iter()
+            .any(|l| l.contains("[debug]") && l.contains("matched route page")),
+        "decisions are logged at debug"
+    );
+}
