@@ -28,6 +28,7 @@ $(ENVOY):
 ## build: the release .wasm
 build: setup
 	$(CARGO) build --release --target $(WASM_TARGET)
+	$(PYTHON) scripts/strip-exports.py $(WASM)
 	@ls -l $(WASM) | awk '{print "built $(WASM) (" $$5 " bytes)"}'
 
 ## test: lint, unit tests, integration tests in real Envoy, shipped configs, demo self-test,
