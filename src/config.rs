@@ -55,21 +55,29 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names and keys come from the configuration: `{:?}` quotes and escapes them, and the
+        // message's control characters are escaped, so the error stays one log line.
         let mut place = Vec::new();
         if let Some(route) = &self.route {
-            place.push(format!("route \"{route}\""));
+            place.push(format!("route {route:?}"));
         }
         if let Some(call) = &self.call {
-            place.push(format!("call \"{call}\""));
+            place.push(format!("call {call:?}"));
         }
         if let Some(key) = &self.key {
-            place.push(format!("key \"{key}\""));
+            place.push(format!("key {key:?}"));
         }
-        if place.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", place.join(" "), self.message)
+        if !place.is_empty() {
+            write!(f, "{}: ", place.join(" "))?;
         }
+        for c in self.message.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -793,6 +801,19 @@ mod tests {
             r#"{"routes":[{"name":"page","match":{"path":"/a"},"calls":[{"name":"reviews","cluster":"k","path":"/x","timout_ms":5}]}]}"#,
         );
         assert!(e.starts_with(r#"route "page" call "reviews" key "timout_ms": unknown key (did you mean "timeout_ms"?)"#), "{e}");
+    }
+
+    #[test]
+    fn names_and_keys_with_control_characters_stay_on_one_line() {
+        // Found by the config fuzz target: a key holding a newline broke the one-line error.
+        let e = err(
+            r#"{"routes":[{"name":"pa\"ge\n","match":{"path":"/a"},"calls":[{"name":"c","cluster":"k","path":"/x","time\nout":5}]}]}"#,
+        );
+        assert!(
+            e.starts_with(r#"route "pa\"ge\n" call "c" key "time\nout": unknown key"#),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]
