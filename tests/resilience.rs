@@ -361,6 +361,53 @@ fn wait_for_any_answers_with_the_fast_call() {
 }
 
 #[test]
+fn wait_for_quorum_answers_with_a_majority() {
+    let fast = Upstream::json_delayed(r#""fast""#, 20);
+    let slow = Upstream::json_delayed(r#""slow""#, 1500);
+    let config = r#"{"routes":[{"name":"r","match":{"path":"/x"},"wait_for":"quorum","calls":[
+        {"name":"a","cluster":"fast","path":"/"},{"name":"b","cluster":"fast","path":"/"},
+        {"name":"c","cluster":"slow","path":"/"}]}]}"#;
+    let envoy = Envoy::builder(config)
+        .cluster("fast", fast.port())
+        .cluster("slow", slow.port())
+        .start();
+    let response = envoy.get("/x");
+    response.assert_took(15, 600, "two of three is a majority");
+    assert_eq!(
+        response.json(),
+        json!({"a": "fast", "b": "fast", "_meta": {"complete": false, "not_waited_for": ["c"]}})
+    );
+    envoy.assert_no_vm_failures();
+}
+
+#[test]
+fn wait_for_a_count_still_waits_for_required_calls() {
+    let fast = Upstream::json_delayed(r#""fast""#, 20);
+    let slow = Upstream::json_delayed(r#""slow""#, 700);
+    let never = Upstream::json_delayed(r#""never""#, 2500);
+    let config = r#"{"routes":[{"name":"r","match":{"path":"/x"},"wait_for":1,"calls":[
+        {"name":"fast","cluster":"fast","path":"/"},
+        {"name":"slow","cluster":"slow","path":"/","required":true},
+        {"name":"never","cluster":"never","path":"/"}]}]}"#;
+    let envoy = Envoy::builder(config)
+        .cluster("fast", fast.port())
+        .cluster("slow", slow.port())
+        .cluster("never", never.port())
+        .start();
+    let response = envoy.get("/x");
+    response.assert_took(
+        650,
+        2000,
+        "one success is enough only once the required call is in",
+    );
+    assert_eq!(
+        response.json(),
+        json!({"fast": "fast", "slow": "slow", "_meta": {"complete": false, "not_waited_for": ["never"]}})
+    );
+    envoy.assert_no_vm_failures();
+}
+
+#[test]
 fn max_inflight_answers_503_when_too_many_requests_are_in_flight() {
     let slow = Upstream::json_delayed("1", 600);
     let config = r#"{"routes":[{"name":"r","match":{"path":"/x"},"max_inflight":2,"calls":[{"name":"a","cluster":"a","path":"/"}]}]}"#;
