@@ -49,7 +49,7 @@ validate: build
 demo-selftest: build
 	DEMO_SELFTEST=1 ./scripts/run-demo.sh
 
-## fuzz: bounded fuzzing of config parsing, templates and upstream bodies (FUZZ_SECONDS each)
+## fuzz: bounded fuzzing of config parsing, templates, upstream bodies and the JSON validator (FUZZ_SECONDS each)
 FUZZ_SECONDS ?= 120
 fuzz:
 	./scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -4,11 +4,13 @@
 #   ./scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default 60 s, all targets)
 #
 # Targets (fuzz/fuzz_targets/): config (parsing and compiling any bytes), template (hostile
-# client input rendered into paths, queries, headers and bodies: never injected), and
+# client input rendered into paths, queries, headers and bodies: never injected),
 # upstream_body (any upstream body through validation, splicing, parsing, shaping, layouts,
-# joins: the answer is always JSON). Seeds live in fuzz/seeds/<target>; the growing corpus in
-# fuzz/corpus/<target> (git-ignored). A crash stops the run with a non-zero exit and leaves
-# the input in fuzz/artifacts/<target>/: turn it into a regression test.
+# joins: the answer is always JSON) and json_check (the splice-path validator against
+# serde_json: it accepts exactly what serde_json accepts within the depth limit). Seeds live
+# in fuzz/seeds/<target>; the growing corpus in fuzz/corpus/<target> (git-ignored). A crash
+# stops the run with a non-zero exit and leaves the input in fuzz/artifacts/<target>/: turn
+# it into a regression test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +18,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-    targets=(config template upstream_body)
+    targets=(config template upstream_body json_check)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then

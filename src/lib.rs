@@ -7,6 +7,7 @@
 pub mod config;
 pub mod encoding;
 pub mod gather;
+pub mod json_check;
 pub mod json_path;
 pub mod outcome;
 pub mod plan;

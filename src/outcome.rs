@@ -2,7 +2,7 @@
 //! reason from the fixed list; and the status the client gets when a required call fails.
 
 use crate::config::Format;
-use serde::de::IgnoredAny;
+use crate::json_check;
 use serde_json::Value;
 
 /// Why a call failed: the fixed list of SPEC §4.
@@ -185,13 +185,9 @@ fn accept_body(body: Vec<u8>, format: Format, parse: bool) -> Result<Success, Fa
             Ok(value) => Ok(Success::new(body, Some(value))),
             Err(e) => Err(invalid_body(&e)),
         },
-        Format::Json => match serde_json::from_slice::<IgnoredAny>(&body) {
-            Ok(_) if nesting_exceeds(&body, MAX_JSON_DEPTH) => {
-                Err(Failure::new(Reason::InvalidBody)
-                    .with_detail(format!("body nests deeper than {MAX_JSON_DEPTH} levels")))
-            }
-            Ok(_) => Ok(Success::new(body, None)),
-            Err(e) => Err(invalid_body(&e)),
+        Format::Json => match json_check::check(&body, MAX_JSON_DEPTH) {
+            Ok(()) => Ok(Success::new(body, None)),
+            Err(invalid) => Err(Failure::new(Reason::InvalidBody).with_detail(invalid.to_string())),
         },
         Format::Text => {
             let text = String::from_utf8(body).map_err(|_| {
@@ -204,47 +200,12 @@ fn accept_body(body: Vec<u8>, format: Format, parse: bool) -> Result<Success, Fa
     }
 }
 
-/// Whether valid JSON nests arrays/objects deeper than `limit`: one pass, no allocation,
-/// jumping over strings (most of a body's bytes) with `memchr`.
-fn nesting_exceeds(json: &[u8], limit: usize) -> bool {
-    let mut depth = 0usize;
-    let mut i = 0;
-    while let Some(&byte) = json.get(i) {
-        i += 1;
-        match byte {
-            b'"' => loop {
-                let Some(offset) = json
-                    .get(i..)
-                    .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
-                else {
-                    return false;
-                };
-                let quote = json.get(i + offset) == Some(&b'"');
-                // An escape covers the next byte, whatever it is.
-                i += offset + if quote { 1 } else { 2 };
-                if quote {
-                    break;
-                }
-            },
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limit {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
-
 fn invalid_body(error: &serde_json::Error) -> Failure {
     Failure::new(Reason::InvalidBody).with_detail(format!("body is not JSON: {error}"))
 }
 
 fn is_json(body: &[u8]) -> bool {
-    !body.is_empty() && serde_json::from_slice::<IgnoredAny>(body).is_ok()
+    json_check::check(body, MAX_JSON_DEPTH).is_ok()
 }
 
 /// The first KiB of a body as text, for `expose_errors`.
@@ -310,6 +271,17 @@ mod tests {
                 .err(),
             Some(Reason::InvalidBody),
             "escaped backslashes and quotes do not hide real nesting"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_inside_json_strings_is_invalid_body() {
+        let failure =
+            judge_answer(200, b"{\"a\":\"caf\xe9\"}".to_vec(), Format::Json, false).unwrap_err();
+        assert_eq!(failure.reason, Reason::InvalidBody);
+        assert_eq!(
+            failure.detail.as_deref(),
+            Some("body is not JSON: invalid UTF-8 at byte 9")
         );
     }
 

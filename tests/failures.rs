@@ -265,6 +265,30 @@ fn required_call_to_an_unknown_cluster_is_502() {
 }
 
 #[test]
+fn json_with_invalid_utf8_inside_a_string_is_invalid_body() {
+    // Latin-1 bytes in an otherwise well-formed JSON answer: splicing them would hand the
+    // client a body its JSON parser refuses.
+    let latin1 =
+        Upstream::start(|_| Behavior::Reply(Reply::empty(200).body(b"{\"name\":\"caf\xe9\"}")));
+    let good = Upstream::json(r#"{"name":"cafe"}"#);
+    let config = one_route(
+        r#"{"name":"latin1","cluster":"latin1","path":"/"},
+           {"name":"good","cluster":"good","path":"/"}"#,
+    );
+    let envoy = Envoy::builder(&config)
+        .cluster("latin1", latin1.port())
+        .cluster("good", good.port())
+        .start();
+    let response = envoy.get("/agg/1");
+    assert_eq!(response.status, 200);
+    let body = response.json();
+    assert_eq!(body["_meta"]["errors"]["latin1"]["reason"], "invalid_body");
+    assert_eq!(body["latin1"], serde_json::Value::Null);
+    assert_eq!(body["good"]["name"], "cafe");
+    envoy.assert_no_vm_failures();
+}
+
+#[test]
 fn hostile_upstreams_never_take_the_vm_down() {
     let hang = Upstream::start(|_| Behavior::Hang);
     let trickle = Upstream::start(|_| Behavior::Trickle {
