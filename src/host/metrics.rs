@@ -10,6 +10,10 @@ use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+/// A counter's place in [`Metrics::pending`]: counting is an index, not a hash lookup.
+#[derive(Clone, Copy)]
+struct Slot(usize);
+
 pub const PREFIX: &str = "gateway_aggregator";
 
 /// Every reason a call can fail with, in the order of SPEC §4.
@@ -30,24 +34,24 @@ const REASONS: [Reason; 13] = [
 ];
 
 struct RouteStats {
-    requests: u32,
-    complete: u32,
-    partial: u32,
-    failed_4xx: u32,
-    failed_5xx: u32,
+    requests: Slot,
+    complete: Slot,
+    partial: Slot,
+    failed_4xx: Slot,
+    failed_5xx: Slot,
     latency_ms: u32,
     calls: Vec<CallStats>,
 }
 
 struct CallStats {
-    success: u32,
-    failures: Vec<u32>,
-    fallback: u32,
-    stale: u32,
-    cache_hits: u32,
-    attempts: u32,
-    retries: u32,
-    hedges: u32,
+    success: Slot,
+    failures: Vec<Slot>,
+    fallback: Slot,
+    stale: Slot,
+    cache_hits: Slot,
+    attempts: Slot,
+    retries: Slot,
+    hedges: Slot,
     latency_ms: u32,
 }
 
@@ -56,8 +60,11 @@ struct CallStats {
 #[derive(Default)]
 pub struct Metrics {
     routes: Vec<RouteStats>,
-    circuits_opened: HashMap<String, u32>,
-    pending: RefCell<HashMap<u32, u64>>,
+    circuits_opened: HashMap<String, Slot>,
+    /// Envoy's id of each counter, by slot.
+    counter_ids: Vec<u32>,
+    /// Increments not yet handed to Envoy, by slot.
+    pending: RefCell<Vec<u64>>,
 }
 
 fn define(kind: MetricType, name: &str) -> Result<u32, String> {
@@ -67,7 +74,11 @@ fn define(kind: MetricType, name: &str) -> Result<u32, String> {
 
 impl Metrics {
     pub fn define(plan: &Plan) -> Result<Metrics, String> {
-        let counter = |name: String| define(MetricType::Counter, &name);
+        let mut counter_ids = Vec::new();
+        let mut counter = |name: String| {
+            counter_ids.push(define(MetricType::Counter, &name)?);
+            Ok::<_, String>(Slot(counter_ids.len() - 1))
+        };
         let histogram = |name: String| define(MetricType::Histogram, &name);
         let mut metrics = Metrics::default();
         for route in &plan.routes {
@@ -106,6 +117,8 @@ impl Metrics {
                 calls,
             });
         }
+        metrics.pending = RefCell::new(vec![0; counter_ids.len()]);
+        metrics.counter_ids = counter_ids;
         Ok(metrics)
     }
 
@@ -165,17 +178,21 @@ impl Metrics {
 }
 
 impl Metrics {
-    fn count(&self, id: u32, by: u32) {
-        if by > 0 {
-            *self.pending.borrow_mut().entry(id).or_insert(0) += u64::from(by);
+    fn count(&self, slot: Slot, by: u32) {
+        if let Some(pending) = self.pending.borrow_mut().get_mut(slot.0) {
+            *pending += u64::from(by);
         }
     }
 
     /// Hands the counted increments to Envoy.
     pub fn flush(&self) {
-        for (id, by) in self.pending.borrow_mut().drain() {
-            // A refused update is not worth failing over.
-            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        let mut pending = self.pending.borrow_mut();
+        for (by, id) in pending.iter_mut().zip(&self.counter_ids) {
+            if *by > 0 {
+                // A refused update is not worth failing over.
+                let _ = hostcalls::increment_metric(*id, i64::try_from(*by).unwrap_or(i64::MAX));
+                *by = 0;
+            }
         }
     }
 }
