@@ -282,7 +282,10 @@ pub fn server_timing(calls: &[CallView<'_>]) -> String {
         }
         out.push_str(call.name);
         if let Some(us) = call.duration_us {
-            let _ = write!(out, ";dur={:.1}", us as f64 / 1000.0);
+            // Milliseconds to one decimal, rounded half up, without float formatting (which
+            // would cost time per answer and size in the .wasm).
+            let tenths = us.saturating_add(50) / 100;
+            let _ = write!(out, ";dur={}.{}", tenths / 10, tenths % 10);
         }
         if let Some(reason) = call.reason() {
             let _ = write!(out, ";desc=\"{reason}\"");
