@@ -8,6 +8,9 @@ Started here, stopped here (by pid, also on Ctrl-C and on errors):
   plain         benches/envoy/gateway-plain.yaml   Envoy --concurrency 1, port 18002
   node          benches/node/bff.js                one Node.js process, port 18004
   lua           benches/envoy/gateway-lua.yaml     Envoy --concurrency 1, port 18005
+  filter-h2     gateway-filter.yaml, HTTP/2 to a..d Envoy --concurrency 1, port 18006
+  plain-h2      gateway-plain.yaml, HTTP/2 to a     Envoy --concurrency 1, port 18007
+                (both derived at run time: the same configs with the clusters speaking HTTP/2)
 
 Scenarios (wrk -t1 --latency, every row warmed up first):
   a  upstreams at 0 ms: throughput at saturation (-c32)
@@ -60,8 +63,11 @@ FILTER_PORT, FILTER_ADMIN = 18001, 18091
 PLAIN_PORT, PLAIN_ADMIN = 18002, 18092
 NODE_PORT = 18004
 LUA_PORT, LUA_ADMIN = 18005, 18095
+FILTER_H2_PORT, FILTER_H2_ADMIN = 18006, 18096
+PLAIN_H2_PORT, PLAIN_H2_ADMIN = 18007, 18097
 ALL_PORTS = [*UPSTREAM_PORTS.values(), UPSTREAM_ADMIN, FILTER_PORT, FILTER_ADMIN, PLAIN_PORT,
-             PLAIN_ADMIN, NODE_PORT, LUA_PORT, LUA_ADMIN]
+             PLAIN_ADMIN, NODE_PORT, LUA_PORT, LUA_ADMIN, FILTER_H2_PORT, FILTER_H2_ADMIN,
+             PLAIN_H2_PORT, PLAIN_H2_ADMIN]
 
 SLOWEST_MS = 80.0  # scenario b: the slowest upstream (d)
 CALL_TIMEOUT_MS = 200  # scenario c: call d's timeout (as in gateway-filter.yaml, bff.js, gateway-lua.yaml)
@@ -531,6 +537,10 @@ def scenario_rows(scenario: str) -> list[Row]:
             Row("pass", "filter installed, pass-through", FILTER_PORT, "/plain/0ms", "single", "filter"),
             Row("node", "Node.js BFF, fan-out x4", NODE_PORT, "/agg", "aggregate", "node"),
             Row("lua", "Envoy Lua, 4 sequential calls", LUA_PORT, "/agg", "aggregate", "lua"),
+            Row("fanout_h2", "filter, fan-out x4, HTTP/2 upstreams", FILTER_H2_PORT, "/agg",
+                "aggregate", "filter-h2"),
+            Row("plain_h2", "plain Envoy proxy, HTTP/2 upstream", PLAIN_H2_PORT, "/plain/0ms",
+                "single", "plain-h2"),
             Row("direct", "upstream a directly (reference)", UPSTREAM_PORTS["a"], "/0ms", "single",
                 "", reference=True),
         ]
@@ -651,6 +661,9 @@ def ratios(all_results: dict[str, dict[str, Result]], wasm_bytes: int) -> list[R
                    "fanout", "node", 1.0, TARGET_VS_NODE),
         throughput("pass-through vs plain", "pass-through req/s / plain req/s",
                    "pass", "plain", 1.0, TARGET_PASSTHROUGH),
+        throughput("exchange efficiency, HTTP/2 upstreams",
+                   "(fan-out x4 h2 req/s x 5) / (plain h2 req/s x 2)",
+                   "fanout_h2", "plain_h2", 5 / 2, TARGET_EXCHANGE),
     ]
     lat, direct = get("b", "fanout"), get("b", "direct")
     for pname, target in (("p50", TARGET_ADDED_P50_MS), ("p99", TARGET_ADDED_P99_MS)):
@@ -762,7 +775,10 @@ def report(info: dict[str, str], all_results: dict[str, dict[str, Result]], rats
              "chain (the filter is enabled on every route, the worst case); **Node.js BFF**: "
              "`benches/node/bff.js` (`http` + keep-alive `Agent`, `Promise.all`, `JSON.parse`/"
              "`JSON.stringify`); **Envoy Lua**: `benches/envoy/gateway-lua.yaml`, `httpCall` four times "
-             "(sequential), string concatenation.\n")
+             "(sequential), string concatenation; **HTTP/2 upstreams** (scenario a): the filter's "
+             "and the plain proxy's configs as they are, but every cluster speaking HTTP/2 to the "
+             "upstreams (`explicit_http_config: {http2_protocol_options: {}}`, derived at run time "
+             "by `http2_variant` in `benches/run.py`).\n")
     w.append("Columns: *gateway CPU* is the gateway process's CPU time over the run's wall time "
              "(100% = one core), *CPU µs/req* that time per request; *upstream CPU* and *wrk CPU* "
              "the same for the upstream Envoy and the load generator; *other CPU* whatever else "
@@ -840,13 +856,40 @@ def report(info: dict[str, str], all_results: dict[str, dict[str, Result]], rats
 
 # ---------------------------------------------------------------------------- main
 
+H2_CLUSTER_OPTIONS = '''    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+'''
+
+
+def http2_variant(config: str, ports: tuple[int, int], new_ports: tuple[int, int], out_dir: Path) -> str:
+    """The gateway config with its own listener/admin ports and every cluster speaking HTTP/2
+    (prior knowledge; the upstream Envoy's AUTO codec accepts it). Nothing else changes."""
+    text = (ROOT / config).read_text()
+    for old, new in zip(ports, new_ports):
+        text = text.replace(f"port_value: {old} ", f"port_value: {new} ")
+    text, clusters = re.subn(r"(\n  - name: [a-d]\n    type: STATIC\n)", r"\1" + H2_CLUSTER_OPTIONS, text)
+    if clusters == 0 or any(f"port_value: {p} " in text for p in ports):
+        die(f"cannot derive the HTTP/2 variant of {config}: its layout changed", 2)
+    path = out_dir / Path(config).name.replace(".yaml", "-h2.yaml")
+    path.write_text(text)
+    return str(path)
+
+
 def start_all(procs: Processes, node: str) -> dict[str, int]:
-    say("Starting the upstreams, three gateway Envoys and the Node.js BFF...")
+    say("Starting the upstreams, five gateway Envoys and the Node.js BFF...")
     up = procs.start("upstreams", envoy_argv("benches/envoy/upstreams.yaml", 2))
+    filter_h2 = http2_variant("benches/envoy/gateway-filter.yaml", (FILTER_PORT, FILTER_ADMIN),
+                              (FILTER_H2_PORT, FILTER_H2_ADMIN), procs.log_dir)
+    plain_h2 = http2_variant("benches/envoy/gateway-plain.yaml", (PLAIN_PORT, PLAIN_ADMIN),
+                             (PLAIN_H2_PORT, PLAIN_H2_ADMIN), procs.log_dir)
     gws = {
         "filter": (procs.start("filter", envoy_argv("benches/envoy/gateway-filter.yaml", 1)), FILTER_ADMIN),
         "plain": (procs.start("plain", envoy_argv("benches/envoy/gateway-plain.yaml", 1)), PLAIN_ADMIN),
         "lua": (procs.start("lua", envoy_argv("benches/envoy/gateway-lua.yaml", 1)), LUA_ADMIN),
+        "filter-h2": (procs.start("filter-h2", envoy_argv(filter_h2, 1)), FILTER_H2_ADMIN),
+        "plain-h2": (procs.start("plain-h2", envoy_argv(plain_h2, 1)), PLAIN_H2_ADMIN),
     }
     env_ports = ",".join(str(UPSTREAM_PORTS[k]) for k in "abcd")
     os.environ["UPSTREAM_PORTS"] = env_ports
