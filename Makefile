@@ -12,7 +12,7 @@ WASM := target/$(WASM_TARGET)/release/gateway_aggregator.wasm
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all setup build test unit integration validate demo-selftest fuzz fuzz-smoke lint run clean oci bench bench-core
+.PHONY: all setup build test unit integration validate demo-selftest wasm-smoke fuzz fuzz-smoke lint run clean oci bench bench-core profile-wasm
 
 all: build
 
@@ -33,7 +33,7 @@ build: setup
 
 ## test: lint, unit tests, integration tests in real Envoy, shipped configs, demo self-test,
 ## and a short fuzzing smoke run
-test: lint unit integration validate demo-selftest fuzz-smoke
+test: lint unit integration validate demo-selftest wasm-smoke fuzz-smoke
 
 unit:
 	$(CARGO) test --lib
@@ -48,6 +48,12 @@ validate: build
 ## demo-selftest: start the demo, check its three answers, stop it
 demo-selftest: build
 	DEMO_SELFTEST=1 ./scripts/run-demo.sh
+
+# The .wasm outside Envoy, in Node's V8 with a mock host: one checked answer, then 2,000 more.
+wasm-smoke: build
+	@node benches/wasm-profile/harness.js $(WASM) 2000 --warmup=100 > target/wasm-smoke.log 2>&1 \
+		|| { cat target/wasm-smoke.log; exit 1; }
+	@grep -E "^(verification|timed)" target/wasm-smoke.log
 
 ## fuzz: bounded fuzzing of config parsing, templates, upstream bodies and the JSON validator (FUZZ_SECONDS each)
 FUZZ_SECONDS ?= 120
@@ -75,6 +81,16 @@ bench: build
 ## bench-core: criterion micro-benchmark of the per-request core (native)
 bench-core:
 	$(CARGO) bench --bench core
+
+## profile-wasm: where the time inside the VM goes, by Rust function: the .wasm (built with its
+##               function names) in Node's V8 with a mock proxy-wasm host, under V8's profiler
+PROFILE_DIR := target/wasm-profile
+profile-wasm: setup
+	CARGO_TARGET_DIR=$(PROFILE_DIR) CARGO_PROFILE_RELEASE_STRIP=false $(CARGO) build --release --target $(WASM_TARGET)
+	rm -rf $(PROFILE_DIR)/cpuprofile
+	node --cpu-prof --cpu-prof-dir=$(PROFILE_DIR)/cpuprofile benches/wasm-profile/harness.js \
+		$(PROFILE_DIR)/$(WASM_TARGET)/release/gateway_aggregator.wasm
+	node benches/wasm-profile/summarize.js $(PROFILE_DIR)/cpuprofile
 
 ## oci: package the .wasm as an OCI image for Istio (REGISTRY=<registry>/<namespace> to push)
 oci: build
