@@ -129,3 +129,26 @@ fn filter_enabled_only_on_chosen_envoy_routes_keeps_other_traffic_out_of_the_vm(
     assert_eq!(response.status, 201);
     assert_eq!(svc.hit_count(), 1);
 }
+
+#[test]
+fn authority_in_match_headers_selects_by_host() {
+    let config = r#"{"routes":[
+        {"name":"shop","match":{"path":"/api/home","headers":{":authority":"shop.example"}},
+         "calls":[{"name":"a","cluster":"svc","path":"/m"}]}]}"#;
+    let svc = Upstream::json(r#"{"aggregated":true}"#);
+    let origin = backend();
+    let envoy = Envoy::builder(config)
+        .cluster("svc", svc.port())
+        .default_upstream(origin.port())
+        .start();
+
+    let shop = envoy.request("GET", "/api/home", &[("host", "shop.example")], b"");
+    assert_eq!(shop.status, 200);
+    assert_eq!(shop.json()["a"]["aggregated"], true);
+
+    let other = envoy.request("GET", "/api/home", &[("host", "other.example")], b"");
+    assert_eq!(other.status, 201, "another host passes through");
+    assert_eq!(other.json()["backend"], "GET /api/home");
+    assert_eq!(svc.hit_count(), 1);
+    envoy.assert_no_vm_failures();
+}
