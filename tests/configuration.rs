@@ -88,3 +88,29 @@ fn wrong_types_and_values() {
     );
     refused_with("{not json", "not valid JSON");
 }
+
+#[test]
+fn names_holding_control_characters_keep_the_error_on_one_line() {
+    // A JSON "\n" inside a call name: the log line must not break (log parsers, alerts).
+    let config = r#"{"routes":[{"name":"page","match":{"path":"/p/{id}"},"calls":[
+        {"name":"evil\nname","cluster":"c","path":"/x"}]}]}"#;
+    let log = match Envoy::builder(config)
+        .cluster("c", closed_port())
+        .try_start()
+    {
+        Ok(envoy) => panic!("Envoy started:\n{}", envoy.log()),
+        Err(log) => log,
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("configuration rejected"))
+        .unwrap_or_else(|| panic!("no rejection line in the log:\n{log}"));
+    assert!(
+        line.contains(r#"call "evil\nname""#),
+        "escaped name in: {line}"
+    );
+    assert!(
+        line.contains("is not a valid name"),
+        "the error itself is on the same line: {line}"
+    );
+}
