@@ -200,6 +200,54 @@ fn a_fresh_cache_hit_calls_nothing_and_a_stale_entry_stands_in_for_failures() {
 }
 
 #[test]
+fn stale_entries_stand_in_per_item_of_a_for_each_call() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let switch = Arc::clone(&healthy);
+    let list = Upstream::json(r#"{"items":[{"id":"1"},{"id":"2"}]}"#);
+    let items = Upstream::start(move |r| {
+        if r.path == "/i/2" && !switch.load(Ordering::SeqCst) {
+            Behavior::Reply(Reply::json(500, "{}"))
+        } else {
+            Behavior::Reply(Reply::json(200, &format!(r#"{{"path":"{}"}}"#, r.path)))
+        }
+    });
+    let config = r#"{"routes":[{"name":"r","match":{"path":"/list"},"calls":[
+        {"name":"a","cluster":"list","path":"/list"},
+        {"name":"b","cluster":"items","path":"/i/{item}","for_each":"calls.a.items[*].id",
+         "cache":{"ttl_ms":300,"stale_if_error_ms":10000}}]}]}"#;
+    let envoy = Envoy::builder(config)
+        .cluster("list", list.port())
+        .cluster("items", items.port())
+        .start();
+    let fresh = envoy.get("/list");
+    assert_eq!(
+        fresh.json()["b"],
+        json!([{"path": "/i/1"}, {"path": "/i/2"}])
+    );
+    assert_eq!(items.hit_count(), 2);
+
+    healthy.store(false, Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(400));
+    let response = envoy.get("/list");
+    assert_eq!(response.status, 200);
+    let body = response.json();
+    assert_eq!(
+        body["b"],
+        json!([{"path": "/i/1"}, {"path": "/i/2"}]),
+        "item 2 from its stale entry"
+    );
+    assert_eq!(body["_meta"]["complete"], false);
+    let stale = &body["_meta"]["stale"]["b"]["items"];
+    let age = stale["2"]["age_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!((390..5000).contains(&age), "age {age}");
+    assert!(stale.get("1").is_none(), "item 1 was fetched fresh: {body}");
+    assert_eq!(items.hit_count(), 4, "both items were asked for again");
+    envoy.assert_no_vm_failures();
+}
+
+#[test]
 fn a_credential_without_vary_is_refused_at_configure_time() {
     let config = r#"{"routes":[{"name":"r","match":{"path":"/me"},"calls":[
         {"name":"me","cluster":"c","path":"/me","forward_headers":["authorization"],"cache":{"ttl_ms":1000}}]}]}"#;
