@@ -493,7 +493,7 @@ function oneRequest() {
     call('proxy_on_response_headers', ctx, state.maps[2].pairs.length, 0);
     call('proxy_on_response_body', ctx, lr.body.length, 1);
   }
-  vm.proxy_on_done(ctx);
+  call('proxy_on_done', ctx); // optional: Envoy treats a missing export as done
   if (opts.full) call('proxy_on_log', ctx);
   vm.proxy_on_delete(ctx);
   state.maps[0] = state.maps[1] = state.maps[2] = state.maps[3] = null;
@@ -524,10 +524,10 @@ function main() {
   const instance = new WebAssembly.Instance(mod, wrapImports(mod));
   setupVm(instance);
   console.log(`module: ${WASM} (${fs.statSync(WASM).size} bytes), name section: ${WebAssembly.Module.customSections(mod, 'name').length > 0 ? 'yes' : 'no'}`);
-  const missing = ['proxy_on_context_create', 'proxy_on_request_headers', 'proxy_on_http_call_response', 'proxy_on_done', 'proxy_on_delete']
+  const missing = ['proxy_on_context_create', 'proxy_on_request_headers', 'proxy_on_http_call_response', 'proxy_on_delete']
     .filter((n) => !has(n));
   if (missing.length) throw new Error('missing required exports: ' + missing.join(', '));
-  const absent = ['proxy_on_response_headers', 'proxy_on_response_body', 'proxy_on_log', 'proxy_on_tick', '_initialize', '_start']
+  const absent = ['proxy_on_response_headers', 'proxy_on_response_body', 'proxy_on_log', 'proxy_on_done', 'proxy_on_tick', '_initialize', '_start']
     .filter((n) => !exportNames.includes(n));
   if (absent.length) console.log('absent (not called): ' + absent.join(', '));
 
