@@ -59,16 +59,8 @@ impl Exchange {
         }
     }
 
-    pub fn on_request_headers(&mut self, end_of_stream: bool) -> HostAction {
-        if self.plan.routes.is_empty() {
-            return HostAction::Continue;
-        }
-        let Some(path) = header_value(MapType::HttpRequestHeaders, ":path") else {
-            return HostAction::Continue;
-        };
-        if !self.plan.may_match(&path) {
-            return HostAction::Continue;
-        }
+    /// A request whose `path` may match a route (the stream had the first look).
+    pub fn on_request_headers(&mut self, path: String, end_of_stream: bool) -> HostAction {
         let Some(method) = header_value(MapType::HttpRequestHeaders, ":method") else {
             return HostAction::Continue;
         };

@@ -1,18 +1,22 @@
-//! The stream context Envoy creates per request: a thin shell around its [`Exchange`], which
-//! the worker can also reach for timers and for answers routed through the root context.
+//! The stream context Envoy creates per request: takes the first look at the path and, only
+//! when a route may match, hands the request to its [`Exchange`], which the worker can also
+//! reach for timers and for answers routed through the root context.
 
 use super::exchange::{Exchange, Via};
+use super::header_value;
 use super::worker::Worker;
 use crate::plan::Plan;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, MapType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
 pub struct Stream {
     context_id: u32,
-    exchange: Rc<RefCell<Exchange>>,
+    plan: Rc<Plan>,
     worker: Rc<Worker>,
+    /// Created once the path may match a route, so pass-through requests allocate nothing.
+    exchange: Option<Rc<RefCell<Exchange>>>,
     /// Known to the worker (for timers and root-context answers): only once matched, so
     /// pass-through requests cost no bookkeeping.
     registered: bool,
@@ -20,24 +24,21 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(context_id: u32, plan: Rc<Plan>, worker: Rc<Worker>) -> Self {
-        let exchange = Rc::new(RefCell::new(Exchange::new(
-            context_id,
-            plan,
-            Rc::clone(&worker),
-        )));
         Stream {
             context_id,
-            exchange,
+            plan,
             worker,
+            exchange: None,
             registered: false,
         }
     }
 
-    /// Runs `f` on the exchange; callbacks never nest, so the borrow is always free.
+    /// Runs `f` on the exchange, if there is one; callbacks never nest, so the borrow is
+    /// always free.
     fn with<T>(&self, otherwise: T, f: impl FnOnce(&mut Exchange) -> T) -> T {
-        match self.exchange.try_borrow_mut() {
-            Ok(mut exchange) => f(&mut exchange),
-            Err(_) => otherwise,
+        match self.exchange.as_ref().map(|e| e.try_borrow_mut()) {
+            Some(Ok(mut exchange)) => f(&mut exchange),
+            _ => otherwise,
         }
     }
 }
@@ -66,9 +67,27 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let action = self.with(Action::Continue, |e| e.on_request_headers(end_of_stream));
+        // The cheap first look: one hostcall, and nothing else for paths no route can match.
+        if self.plan.routes.is_empty() {
+            return Action::Continue;
+        }
+        let Some(path) = header_value(MapType::HttpRequestHeaders, ":path") else {
+            return Action::Continue;
+        };
+        if !self.plan.may_match(&path) {
+            return Action::Continue;
+        }
+        let exchange = Rc::new(RefCell::new(Exchange::new(
+            self.context_id,
+            Rc::clone(&self.plan),
+            Rc::clone(&self.worker),
+        )));
+        self.exchange = Some(Rc::clone(&exchange));
+        let action = self.with(Action::Continue, |e| {
+            e.on_request_headers(path, end_of_stream)
+        });
         if action == Action::Pause {
-            self.worker.register(self.context_id, &self.exchange);
+            self.worker.register(self.context_id, &exchange);
             self.registered = true;
         }
         action
