@@ -262,7 +262,7 @@ impl Exchange {
             let complete = response.header("x-aggregation-complete") == Some("true");
             let summary = self.gather.as_ref().map(Gather::summary);
             let latency_us = now_us().saturating_sub(self.received_us);
-            self.worker.record(
+            self.worker.metrics().record(
                 route,
                 response.status,
                 complete,

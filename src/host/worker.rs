@@ -4,8 +4,7 @@
 
 use super::exchange::Exchange;
 use super::metrics::Metrics;
-use crate::gather::Summary;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
@@ -107,17 +106,9 @@ impl Worker {
         *self.metrics.borrow_mut() = metrics;
     }
 
-    pub fn record(
-        &self,
-        route: usize,
-        status: u16,
-        complete: bool,
-        latency_us: u64,
-        summary: Option<&Summary>,
-    ) {
-        self.metrics
-            .borrow()
-            .record(route, status, complete, latency_us, summary);
+    /// The worker's stats, to record an answered request in.
+    pub fn metrics(&self) -> Ref<'_, Metrics> {
+        self.metrics.borrow()
     }
 
     /// Hands the counted stats to Envoy, at most once a second.

@@ -82,21 +82,11 @@ mod tests {
     use crate::render::CallStatus;
     use crate::shape::compile_response;
     use serde_json::json;
-    use std::borrow::Cow;
 
     fn view<'a>(name: &'a str, body: &'static str, keyed: bool) -> CallView<'a> {
         CallView {
-            name,
-            output: Some(Cow::Borrowed(body.as_bytes())),
-            status: CallStatus::Succeeded,
-            fell_back: false,
-            duration_us: Some(1),
             keyed,
-            headers: &[],
-            attempts: 1,
-            retried: false,
-            cached: false,
-            stale: Vec::new(),
+            ..CallView::sample(name, Some(body), CallStatus::Succeeded, Some(1))
         }
     }
 

@@ -55,6 +55,31 @@ pub struct CallView<'a> {
     pub stale: Vec<(Option<&'a str>, u64)>,
 }
 
+#[cfg(test)]
+impl<'a> CallView<'a> {
+    /// For tests: a call sent once, not cached, copying no headers, with the given outcome.
+    pub fn sample(
+        name: &'a str,
+        output: Option<&'static str>,
+        status: CallStatus<'a>,
+        duration_us: Option<u64>,
+    ) -> Self {
+        CallView {
+            name,
+            output: output.map(|o| Cow::Borrowed(o.as_bytes())),
+            status,
+            fell_back: false,
+            duration_us,
+            keyed: false,
+            headers: &[],
+            attempts: 1,
+            retried: false,
+            cached: false,
+            stale: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum CallStatus<'a> {
     /// Not fetched for this request (`fields`): it neither counts nor shows.
@@ -312,19 +337,7 @@ mod tests {
     };
 
     fn ok<'a>(name: &'a str, json: &'static str, us: u64) -> CallView<'a> {
-        CallView {
-            name,
-            output: Some(Cow::Borrowed(json.as_bytes())),
-            status: CallStatus::Succeeded,
-            fell_back: false,
-            duration_us: Some(us),
-            keyed: false,
-            headers: &[],
-            attempts: 1,
-            retried: false,
-            cached: false,
-            stale: Vec::new(),
-        }
+        CallView::sample(name, Some(json), CallStatus::Succeeded, Some(us))
     }
 
     fn failed<'a>(
@@ -334,17 +347,8 @@ mod tests {
         us: Option<u64>,
     ) -> CallView<'a> {
         CallView {
-            name,
-            output: fallback.map(|f| Cow::Borrowed(f.as_bytes())),
-            status: CallStatus::Failed(failure),
             fell_back: fallback.is_some(),
-            duration_us: us,
-            keyed: false,
-            headers: &[],
-            attempts: 1,
-            retried: false,
-            cached: false,
-            stale: Vec::new(),
+            ..CallView::sample(name, fallback, CallStatus::Failed(failure), us)
         }
     }
 
@@ -419,32 +423,13 @@ mod tests {
     fn failed_items_are_reported_per_item_and_unfetched_calls_do_not_count() {
         let timeout = Failure::new(Reason::Timeout);
         let calls = [
-            CallView {
-                name: "authors",
-                output: Some(Cow::Borrowed(b"[{\"n\":1},null]")),
-                status: CallStatus::ItemsFailed(vec![("u2", &timeout)]),
-                fell_back: false,
-                duration_us: Some(5000),
-                keyed: false,
-                headers: &[],
-                attempts: 1,
-                retried: false,
-                cached: false,
-                stale: Vec::new(),
-            },
-            CallView {
-                name: "skipped",
-                output: None,
-                status: CallStatus::NotFetched,
-                fell_back: false,
-                duration_us: None,
-                keyed: false,
-                headers: &[],
-                attempts: 1,
-                retried: false,
-                cached: false,
-                stale: Vec::new(),
-            },
+            CallView::sample(
+                "authors",
+                Some(r#"[{"n":1},null]"#),
+                CallStatus::ItemsFailed(vec![("u2", &timeout)]),
+                Some(5000),
+            ),
+            CallView::sample("skipped", None, CallStatus::NotFetched, None),
         ];
         let response = aggregate(&calls, SHAPE);
         assert_eq!(
