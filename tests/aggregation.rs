@@ -47,8 +47,22 @@ fn calls_run_in_parallel_and_answer_nested_in_configuration_order() {
     assert_eq!(response.header("x-aggregation-complete"), Some("true"));
     assert_eq!(response.header("cache-control"), None);
     let timing = response.header("server-timing").unwrap();
-    for name in ["d;dur=", "a;dur=", "c;dur=", "b;dur="] {
-        assert!(timing.contains(name), "server-timing {timing}");
+    for name in ["d", "a", "c", "b"] {
+        // `name;dur=<ms>.<tenths>`: each call took its 150 ms.
+        let entry = timing
+            .split(", ")
+            .find(|e| e.starts_with(&format!("{name};dur=")))
+            .unwrap_or_else(|| panic!("no {name} in server-timing {timing}"));
+        let dur = &entry[name.len() + 5..];
+        let (whole, tenths) = dur.split_once('.').unwrap_or_else(|| panic!("{entry}"));
+        assert!(
+            whole
+                .parse::<u64>()
+                .is_ok_and(|ms| (150..1000).contains(&ms))
+                && tenths.len() == 1
+                && tenths.parse::<u8>().is_ok(),
+            "server-timing entry {entry}"
+        );
     }
     assert_eq!(services[0].hits().last().unwrap().path, "/a/7");
     assert_eq!(

@@ -271,11 +271,10 @@ fn json_with_invalid_utf8_inside_a_string_is_invalid_body() {
     let latin1 =
         Upstream::start(|_| Behavior::Reply(Reply::empty(200).body(b"{\"name\":\"caf\xe9\"}")));
     let good = Upstream::json(r#"{"name":"cafe"}"#);
-    let config = one_route(
-        r#"{"name":"latin1","cluster":"latin1","path":"/"},
-           {"name":"good","cluster":"good","path":"/"}"#,
-    );
-    let envoy = Envoy::builder(&config)
+    let config = r#"{"routes":[{"name":"r","match":{"path":"/agg/{id}"},"expose_errors":true,"calls":[
+        {"name":"latin1","cluster":"latin1","path":"/"},
+        {"name":"good","cluster":"good","path":"/"}]}]}"#;
+    let envoy = Envoy::builder(config)
         .cluster("latin1", latin1.port())
         .cluster("good", good.port())
         .start();
@@ -283,6 +282,10 @@ fn json_with_invalid_utf8_inside_a_string_is_invalid_body() {
     assert_eq!(response.status, 200);
     let body = response.json();
     assert_eq!(body["_meta"]["errors"]["latin1"]["reason"], "invalid_body");
+    assert_eq!(
+        body["_meta"]["errors"]["latin1"]["detail"],
+        "body is not JSON: invalid UTF-8 at byte 12"
+    );
     assert_eq!(body["latin1"], serde_json::Value::Null);
     assert_eq!(body["good"]["name"], "cafe");
     envoy.assert_no_vm_failures();
