@@ -397,7 +397,7 @@ pub struct JoinConfig {
 /// Parses the plugin configuration bytes.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let top = Place::default();
-    let value: Value = serde_json::from_slice(bytes)
+    let value: Value = crate::json_number::parse(bytes)
         .map_err(|e| top.error(None, format!("not valid JSON: {e}")))?;
     let mut fields = Fields::new(&value, &top, None, "the configuration")?;
     let defaults = match fields.take("defaults") {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod encoding;
 pub mod gather;
 pub mod json_check;
+pub mod json_number;
 pub mod json_path;
 pub mod outcome;
 pub mod plan;

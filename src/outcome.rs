@@ -3,6 +3,7 @@
 
 use crate::config::Format;
 use crate::json_check;
+use crate::json_number;
 use serde_json::Value;
 
 /// Why a call failed: the fixed list of SPEC §4.
@@ -181,7 +182,7 @@ fn accept_body(body: Vec<u8>, format: Format, parse: bool) -> Result<Success, Fa
         return Ok(Success::new(b"null".to_vec(), parse.then_some(Value::Null)));
     }
     match format {
-        Format::Json if parse => match serde_json::from_slice::<Value>(&body) {
+        Format::Json if parse => match json_number::parse(&body) {
             Ok(value) => Ok(Success::new(body, Some(value))),
             Err(e) => Err(invalid_body(&e)),
         },

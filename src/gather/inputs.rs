@@ -38,7 +38,7 @@ impl ClientInputs {
             .map(|name| query_param(&request.query, name))
             .collect();
         let json = match (&request.body, route.client_body.parsed) {
-            (Some(body), true) => Some(serde_json::from_slice(body).map_err(|_| ())),
+            (Some(body), true) => Some(crate::json_number::parse(body).map_err(|_| ())),
             _ => None,
         };
         ClientInputs {

@@ -222,7 +222,7 @@ fn shaped(plan: &Call, mut success: Success) -> Success {
         success.value.take()
     };
     let body = upstream
-        .or_else(|| serde_json::from_slice(&success.json).ok())
+        .or_else(|| crate::json_number::parse(&success.json).ok())
         .unwrap_or(Value::Null);
     if let Ok(json) = serde_json::to_vec(&shape.apply(body)) {
         success.json = json;

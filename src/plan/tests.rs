@@ -45,7 +45,8 @@ fn spec_example_compiles() {
     assert_eq!(route.calls[0].authority, "catalog");
     assert_eq!(
         route.calls[3].fallback.as_ref().unwrap().json,
-        br#"{"average":null,"items":[]}"#
+        br#"{"items":[],"average":null}"#,
+        "a fallback keeps the keys in configuration order"
     );
     assert_eq!(route.meta_key.as_deref(), Some("\"_meta\""));
 }
