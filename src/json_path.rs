@@ -1,7 +1,7 @@
 //! Dot paths into JSON values: `a.b.0.c`, numeric segments index arrays, `[N]` too,
 //! and `[*]` takes every element of an array.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -65,10 +65,28 @@ impl JsonPath {
 }
 
 impl JsonPath {
-    /// Copies what this path finds in `source` into `target`, keeping the parents (and array
-    /// positions under `[*]`), so several paths build one selection. Missing paths add nothing.
-    pub fn copy_into(&self, source: &Value, target: &mut Value) {
-        copy_into(&self.segments, source, target);
+    /// Moves the value at this path to `to` (both without `[*]`). Within one object the
+    /// value keeps its place under its new key, so a rename does not reorder the upstream's
+    /// keys; moved elsewhere it comes last in its new object. A missing value moves nothing.
+    pub fn rename(&self, to: &JsonPath, root: &mut Value) {
+        if let (
+            Some((Segment::Key(from_key) | Segment::Index(_, from_key), parent)),
+            Some((Segment::Key(to_key) | Segment::Index(_, to_key), to_parent)),
+        ) = (self.segments.split_last(), to.segments.split_last())
+        {
+            if parent == to_parent {
+                let object = parent
+                    .iter()
+                    .try_fold(&mut *root, |value, segment| step_mut(value, segment));
+                if let Some(Value::Object(map)) = object {
+                    rename_in_place(map, from_key, to_key);
+                    return;
+                }
+            }
+        }
+        if let Some(value) = self.take(root) {
+            to.insert(root, value);
+        }
     }
 
     /// Removes what this path finds (every match under `[*]`).
@@ -83,7 +101,9 @@ impl JsonPath {
             .iter()
             .try_fold(root, |value, segment| step_mut(value, segment))?;
         match (last, parent) {
-            (Segment::Key(key) | Segment::Index(_, key), Value::Object(map)) => map.remove(key),
+            (Segment::Key(key) | Segment::Index(_, key), Value::Object(map)) => {
+                map.shift_remove(key)
+            }
             (Segment::Index(index, _), Value::Array(items)) if *index < items.len() => {
                 Some(items.remove(*index))
             }
@@ -108,6 +128,63 @@ impl JsonPath {
                 (Segment::Index(index, _), Value::Array(items)) => items.get_mut(*index),
                 _ => None,
             })
+    }
+}
+
+/// Renames `from` to `to` at `from`'s position; an existing `to` is replaced.
+fn rename_in_place(map: &mut Map<String, Value>, from: &str, to: &str) {
+    let Some(position) = map.keys().position(|k| k == from) else {
+        return;
+    };
+    let Some(value) = map.shift_remove(from) else {
+        return;
+    };
+    // A `to` key before `from` moves the position one back once it is removed.
+    let position = match map.keys().position(|k| k == to) {
+        Some(existing) if existing < position => position - 1,
+        _ => position,
+    };
+    map.shift_remove(to);
+    map.shift_insert(position.min(map.len()), to.to_string(), value);
+}
+
+/// Keeps only what `paths` find in `source`: nested paths keep their parents, `[*]` keeps
+/// array positions, and every object keeps its keys in `source`'s order (not the order of
+/// the paths), so `select` drops keys without reordering the upstream's.
+pub fn select(paths: &[JsonPath], source: &Value) -> Value {
+    let mut selected = Value::Null;
+    for path in paths {
+        copy_into(&path.segments, source, &mut selected);
+    }
+    keep_order(&mut selected, source);
+    selected
+}
+
+/// Orders every object of `picked` like its counterpart in `original`.
+fn keep_order(picked: &mut Value, original: &Value) {
+    match (picked, original) {
+        (Value::Object(picked), Value::Object(original)) => {
+            if picked.len() > 1 {
+                let mut ordered = Map::with_capacity(picked.len());
+                for key in original.keys() {
+                    if let Some(value) = picked.shift_remove(key) {
+                        ordered.insert(key.clone(), value);
+                    }
+                }
+                *picked = ordered;
+            }
+            for (key, value) in picked.iter_mut() {
+                if let Some(original) = original.get(key) {
+                    keep_order(value, original);
+                }
+            }
+        }
+        (Value::Array(picked), Value::Array(original)) => {
+            for (value, original) in picked.iter_mut().zip(original) {
+                keep_order(value, original);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -233,7 +310,7 @@ fn remove(segments: &[Segment], value: &mut Value) {
             items.iter_mut().for_each(|item| remove(rest, item))
         }
         (Segment::Key(key) | Segment::Index(_, key), Value::Object(map), true) => {
-            map.remove(key);
+            map.shift_remove(key);
         }
         (Segment::Index(index, _), Value::Array(items), true) if *index < items.len() => {
             items.remove(*index);
@@ -312,10 +389,11 @@ mod tests {
     #[test]
     fn selection_keeps_parents_and_array_positions() {
         let doc = json!({"id": 1, "user": {"name": "Ann", "email": "a@x"}, "items": [{"id": 1, "p": 2}, {"id": 2, "p": 3}], "n": 0});
-        let mut out = Value::Null;
-        for path in ["user.name", "items[*].id", "missing.path"] {
-            JsonPath::parse(path).unwrap().copy_into(&doc, &mut out);
-        }
+        let paths: Vec<JsonPath> = ["user.name", "items[*].id", "missing.path"]
+            .iter()
+            .map(|p| JsonPath::parse(p).unwrap())
+            .collect();
+        let out = select(&paths, &doc);
         assert_eq!(
             out,
             json!({"user": {"name": "Ann"}, "items": [{"id": 1}, {"id": 2}]})

@@ -3,6 +3,7 @@
 
 use super::selection::Selection;
 use super::state::{CallState, Fanned, Outcome};
+use crate::json_number;
 use crate::plan::{Join, Route};
 use crate::render::{CallStatus, CallView};
 use serde_json::Value;
@@ -104,7 +105,7 @@ fn output<'a>(route: &'a Route, states: &'a [CallState], call: usize) -> Option<
     if !joins.is_empty() {
         // Joins go into the body as the client sees it, after the call's own transforms.
         let mut base = match outcome {
-            Outcome::Succeeded(success) => serde_json::from_slice(&success.json).ok()?,
+            Outcome::Succeeded(success) => json_number::parse(&success.json).ok()?,
             Outcome::Failed(_) => fallback?.value.clone(),
             Outcome::Fanned(_) => return None,
         };
@@ -155,11 +156,15 @@ fn apply_join(base: &mut Value, join: &Join, fanned: &Fanned, fallback: Option<&
         let Some(on) = single(join.on.find(element)) else {
             continue;
         };
-        let Some(item) = fanned.items.iter().find(|item| item.value == *on) else {
+        let Some(item) = fanned
+            .items
+            .iter()
+            .find(|item| json_number::same_value(&item.value, on))
+        else {
             continue;
         };
         let detail = match &item.result {
-            Some(Ok(success)) => serde_json::from_slice(&success.json).ok(),
+            Some(Ok(success)) => json_number::parse(&success.json).ok(),
             Some(Err(_)) => fallback.cloned(),
             None => None,
         };

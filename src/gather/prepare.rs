@@ -3,6 +3,7 @@
 use super::inputs::TemplateInputs;
 use super::state::{CallState, Outcome, Prepared};
 use super::{Gather, UpstreamRequest};
+use crate::json_number::same_value;
 use crate::outcome::{Failure, Reason};
 use crate::plan::body::{BodyTemplate, RenderedBody};
 use crate::plan::template::{Inputs, RenderError, Target};
@@ -126,7 +127,11 @@ impl Gather {
                     failure.input = Some(format!("for_each {}", fan_out.path.as_str()).into());
                     return Err(failure);
                 }
-                scalar if !distinct.contains(scalar) => distinct.push(scalar.clone()),
+                // Numbers by value: a 30-digit id is one item, two ids that differ in the last
+                // digit are two; `7` and `"7"` stay two.
+                scalar if !distinct.iter().any(|seen| same_value(seen, scalar)) => {
+                    distinct.push(scalar.clone())
+                }
                 _ => {}
             }
         }

@@ -623,6 +623,147 @@ fn a_client_body_that_is_not_json_is_invalid_input() {
     assert_eq!(body(&r)["error"]["reason"], "invalid_input");
 }
 
+/// The body of issue 12: numbers a float would change and keys out of alphabetical order.
+const EXACT: &str = r#"{"data":{"id":123456789012345678901234567890,"snow":9007199254740993,"neg":-9223372036854775809,"price":1.10,"sci":1E+2,"deep":{"n":18446744073709551616},"z":1,"a":2}}"#;
+const EXACT_DATA: &str = r#"{"id":123456789012345678901234567890,"snow":9007199254740993,"neg":-9223372036854775809,"price":1.10,"sci":1E+2,"deep":{"n":18446744073709551616},"z":1,"a":2}"#;
+
+fn text(r: &Response) -> &str {
+    std::str::from_utf8(&r.body).unwrap()
+}
+
+#[test]
+fn templates_write_numbers_with_the_digits_the_upstream_sent() {
+    let route = page(
+        r#"{"name":"num","cluster":"n","path":"/n"},
+           {"name":"dep","cluster":"d","path":"/items/{calls.num.data.id}?s={calls.num.data.sci}&p={calls.num.data.price}",
+            "headers":{"x-snow":"{calls.num.data.snow}"},"method":"POST",
+            "body":{"id":"{calls.num.data.id}","label":"id {calls.num.data.neg}","deep":"{calls.num.data.deep}"}}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    let actions = gather.ev(answer(0, EXACT), MS);
+    let sent = dispatches(&actions);
+    assert_eq!(
+        header(sent[0], ":path"),
+        Some("/items/123456789012345678901234567890?s=1E%2B2&p=1.10")
+    );
+    assert_eq!(header(sent[0], "x-snow"), Some("9007199254740993"));
+    assert_eq!(
+        sent[0].request.body.as_deref(),
+        Some(
+            br#"{"id":123456789012345678901234567890,"label":"id -9223372036854775809","deep":{"n":18446744073709551616}}"#
+                .as_slice()
+        )
+    );
+}
+
+#[test]
+fn extract_and_merge_answer_the_upstream_numbers_and_key_order() {
+    for (shape, calls) in [
+        (
+            "",
+            r#"{"name":"num","cluster":"n","path":"/n","extract":"data"}"#,
+        ),
+        (
+            r#","response":{"layout":"merge","meta":null}"#,
+            r#"{"name":"num","cluster":"n","path":"/n","extract":"data"}"#,
+        ),
+    ] {
+        let route = route(&format!(
+            r#"{{"routes":[{{"name":"page","match":{{"path":"/p/{{id}}"}}{shape},"calls":[{calls}]}}]}}"#
+        ));
+        let (mut gather, _) = start(&route, "1", "");
+        let r = response(gather.ev(answer(0, EXACT), MS));
+        let expected = if shape.is_empty() {
+            format!(r#"{{"num":{EXACT_DATA},"_meta":{{"complete":true}}}}"#)
+        } else {
+            EXACT_DATA.to_string()
+        };
+        assert_eq!(text(&r), expected);
+    }
+}
+
+#[test]
+fn big_ids_are_items_and_join_keys_exactly() {
+    let route = page(
+        r#"{"name":"posts","cluster":"posts","path":"/posts"},
+           {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author",
+            "join":{"into":"posts.items","on":"author","as":"who"}}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    let posts = r#"{"items":[{"author":123456789012345678901234567890},{"author":123456789012345678901234567891},
+        {"author":123456789012345678901234567890},{"author":7},{"author":"7"},{"author":7.0}]}"#;
+    let actions = gather.ev(answer(0, posts), MS);
+    let sent = dispatches(&actions);
+    let paths: Vec<&str> = sent.iter().map(|d| header(d, ":path").unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/users/123456789012345678901234567890",
+            "/users/123456789012345678901234567891",
+            "/users/7",
+            "/users/7"
+        ],
+        "ids differing in the last digit are two items, 7 and \"7\" two, 7 and 7.0 one"
+    );
+    let jobs: Vec<usize> = sent.iter().map(|d| d.job).collect();
+    gather.ev(answer(jobs[0], r#"{"n":"first"}"#), MS);
+    gather.ev(answer(jobs[1], r#"{"n":"second"}"#), MS);
+    gather.ev(answer(jobs[2], r#"{"n":"number"}"#), MS);
+    let r = response(gather.ev(answer(jobs[3], r#"{"n":"string"}"#), MS));
+    assert_eq!(
+        text(&r),
+        r#"{"posts":{"items":[{"author":123456789012345678901234567890,"who":{"n":"first"}},{"author":123456789012345678901234567891,"who":{"n":"second"}},{"author":123456789012345678901234567890,"who":{"n":"first"}},{"author":7,"who":{"n":"number"}},{"author":"7","who":{"n":"string"}},{"author":7.0,"who":{"n":"number"}}]},"_meta":{"complete":true}}"#
+    );
+}
+
+#[test]
+fn client_body_values_keep_their_digits() {
+    let route = route(
+        r#"{"routes":[{"name":"pay","match":{"path":"/pay/{id}","methods":["POST"]},"calls":[
+            {"name":"ledger","cluster":"ledger","method":"POST","path":"/l/{request.body.amount}",
+             "body":{"amount":"{request.body.amount}","fee":"{request.body.fee}","note":"{request.body.amount} cents"}}]}]}"#,
+    );
+    let (_, actions) = start_with_body(
+        &route,
+        "",
+        r#"{"amount":1234567890123456789012345,"fee":0.10}"#,
+        "application/json",
+    );
+    let sent = dispatches(&actions);
+    assert_eq!(
+        header(sent[0], ":path"),
+        Some("/l/1234567890123456789012345")
+    );
+    assert_eq!(
+        sent[0].request.body.as_deref(),
+        Some(
+            br#"{"amount":1234567890123456789012345,"fee":0.10,"note":"1234567890123456789012345 cents"}"#
+                .as_slice()
+        )
+    );
+}
+
+#[test]
+fn an_inexact_sum_is_null_and_reported() {
+    let route = route(
+        r#"{"routes":[{"name":"page","match":{"path":"/p/{id}"},
+            "response":{"derive":{"total":{"sum":"num.v"},"big":{"sum":"num.w"}}},
+            "calls":[{"name":"num","cluster":"n","path":"/n"}]}]}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    let r = response(gather.ev(
+        answer(
+            0,
+            r#"{"v":[1e600,1e-600],"w":[123456789012345678901234567890,0.10]}"#,
+        ),
+        MS,
+    ));
+    assert_eq!(
+        text(&r),
+        r#"{"num":{"v":[1e600,1e-600],"w":[123456789012345678901234567890,0.10]},"total":null,"big":123456789012345678901234567890.10,"_meta":{"complete":true,"derive":{"total":{"reason":"not_exact"}}}}"#
+    );
+}
+
 mod resilience {
     use super::*;
     use crate::resilience::MemoryStore;

@@ -3,22 +3,28 @@
 
 use super::CallView;
 use crate::config::Layout;
+use crate::json_number;
+use crate::json_number::Inexact;
 use crate::outcome::{Failure, Reason};
 use crate::shape::{deep_merge, ResponseShape};
 use serde_json::{Map, Value};
 
-/// The answer's JSON, and the calls whose bodies did not fit the layout.
-pub fn document<'a>(
-    calls: &[CallView<'a>],
-    shape: &ResponseShape,
-) -> (Vec<u8>, Vec<(&'a str, Failure)>) {
+/// The answer's JSON, and what `_meta` reports about it.
+pub struct Assembled<'a, 's> {
+    pub body: Vec<u8>,
+    /// Calls whose bodies did not fit the layout.
+    pub misfits: Vec<(&'a str, Failure)>,
+    /// Derived fields written as `null` because their value could not be exact: output path
+    /// and why.
+    pub inexact: Vec<(&'s str, Inexact)>,
+}
+
+/// Puts the calls' bodies together by the route's layout, then writes the derived fields.
+pub fn document<'a, 's>(calls: &[CallView<'a>], shape: &'s ResponseShape) -> Assembled<'a, 's> {
     let mut misfits = Vec::new();
-    let bodies = calls.iter().filter_map(|call| {
-        Some((
-            call,
-            serde_json::from_slice::<Value>(call.output.as_ref()?).ok()?,
-        ))
-    });
+    let bodies = calls
+        .iter()
+        .filter_map(|call| Some((call, json_number::parse(call.output.as_ref()?).ok()?)));
     let mut document = match shape.layout {
         Layout::Nested => Value::Object(
             bodies
@@ -59,10 +65,16 @@ pub fn document<'a>(
             Value::Array(items)
         }
     };
-    for derived in &shape.derive {
-        derived.apply(&mut document);
+    let inexact = shape
+        .derive
+        .iter()
+        .filter_map(|derived| Some((derived.out.as_str(), derived.apply(&mut document)?)))
+        .collect();
+    Assembled {
+        body: serde_json::to_vec(&document).unwrap_or_default(),
+        misfits,
+        inexact,
     }
-    (serde_json::to_vec(&document).unwrap_or_default(), misfits)
 }
 
 fn keyed(key: &str, body: Value) -> Value {
@@ -102,10 +114,15 @@ mod tests {
     }
 
     fn run(calls: &[CallView<'_>], response: Value) -> (Value, Vec<String>) {
-        let (bytes, misfits) = document(calls, &shape(response));
+        let shape = shape(response);
+        let assembled = document(calls, &shape);
         (
-            serde_json::from_slice(&bytes).unwrap(),
-            misfits.into_iter().map(|(n, _)| n.to_string()).collect(),
+            serde_json::from_slice(&assembled.body).unwrap(),
+            assembled
+                .misfits
+                .into_iter()
+                .map(|(n, _)| n.to_string())
+                .collect(),
         )
     }
 

@@ -1,6 +1,7 @@
 //! The completeness object (`_meta`) and what a client may learn about a failure.
 
 use super::{CallStatus, CallView};
+use crate::json_number::Inexact;
 use crate::outcome::Failure;
 use std::borrow::Cow;
 
@@ -17,11 +18,14 @@ pub struct Report<'a> {
     pub complete: bool,
     pub errors: &'a [(&'a str, ErrorEntry<'a>)],
     pub fell_back: &'a [&'a str],
+    /// Derived fields that could not be exact (written as `null`), by output path.
+    pub inexact: &'a [(&'a str, Inexact)],
     pub calls: &'a [CallView<'a>],
     pub expose: bool,
 }
 
-/// `{"complete":…,"errors":{…},"fallback":[…],"stale":{…},"attempts":{…},"not_waited_for":[…]}`;
+/// `{"complete":…,"errors":{…},"fallback":[…],"stale":{…},"attempts":{…},"not_waited_for":[…],
+/// "derive":{…}}`;
 /// empty parts are left out.
 pub fn write_meta(body: &mut Vec<u8>, report: &Report<'_>) {
     let expose = report.expose;
@@ -75,6 +79,12 @@ pub fn write_meta(body: &mut Vec<u8>, report: &Report<'_>) {
         .map(|c| c.name)
         .collect();
     write_names(body, "not_waited_for", &unfinished);
+    write_object(body, ",\"derive\":", report.inexact, |body, (out, why)| {
+        push_key(body, out);
+        body.extend_from_slice(br#"{"reason":"#);
+        push_string(body, why.reason());
+        body.push(b'}');
+    });
     body.push(b'}');
 }
 

@@ -137,13 +137,19 @@ pub fn aggregate(calls: &[CallView<'_>], shape: Shape<'_>) -> Response {
             _ => None,
         })
         .collect();
-    let (document, misfits) = if shape.response.splices() {
-        (splice(calls), Vec::new())
+    let assembled = if shape.response.splices() {
+        assemble::Assembled {
+            body: splice(calls),
+            misfits: Vec::new(),
+            inexact: Vec::new(),
+        }
     } else {
         assemble::document(calls, shape.response)
     };
+    let document = assembled.body;
     errors.extend(
-        misfits
+        assembled
+            .misfits
             .into_iter()
             .map(|(name, failure)| (name, ErrorEntry::Call(Cow::Owned(failure)))),
     );
@@ -157,6 +163,7 @@ pub fn aggregate(calls: &[CallView<'_>], shape: Shape<'_>) -> Response {
         complete,
         errors: &errors,
         fell_back: &fell_back,
+        inexact: &assembled.inexact,
         calls,
         expose: shape.expose_errors,
     };

@@ -2,8 +2,10 @@
 //! the answer. Absent inputs give `null`, never an error. Nothing more: business logic belongs
 //! in services.
 
+use crate::json_number::{self, Inexact};
 use crate::json_path::{Found, JsonPath};
 use serde_json::{Number, Value};
+use std::cmp::Ordering;
 
 #[derive(Debug)]
 pub enum Op {
@@ -68,37 +70,30 @@ impl Derived {
         Ok(Derived { out: out_path, op })
     }
 
-    /// Computes the value from `doc` and writes it at the output path.
-    pub fn apply(&self, doc: &mut Value) {
-        let value = self.evaluate(doc);
+    /// Computes the value from `doc` and writes it at the output path. A `sum` that cannot
+    /// be exact writes `null` and returns why, for `_meta.derive`.
+    pub fn apply(&self, doc: &mut Value) -> Option<Inexact> {
+        let (value, inexact) = match self.evaluate(doc) {
+            Ok(value) => (value, None),
+            Err(why) => (Value::Null, Some(why)),
+        };
         self.out.insert(doc, value);
+        inexact
     }
 
-    fn evaluate(&self, doc: &Value) -> Value {
-        match &self.op {
+    fn evaluate(&self, doc: &Value) -> Result<Value, Inexact> {
+        Ok(match &self.op {
             Op::Count(path) => match path.find(doc) {
                 Found::Many(found) => Value::from(found.len()),
                 Found::One(Value::Array(items)) => Value::from(items.len()),
                 Found::One(Value::Object(map)) => Value::from(map.len()),
                 _ => Value::Null,
             },
-            Op::Sum(path) => {
-                let numbers = numbers(path.find(doc));
-                if numbers.is_empty() {
-                    return Value::Null;
-                }
-                number(
-                    &numbers,
-                    |values| {
-                        values
-                            .iter()
-                            .try_fold(0i64, |sum, n| sum.checked_add(n.as_i64()?))
-                    },
-                    |values| values.iter().filter_map(Number::as_f64).sum(),
-                )
-            }
-            Op::Min(path) => extreme(numbers(path.find(doc)), std::cmp::Ordering::Less),
-            Op::Max(path) => extreme(numbers(path.find(doc)), std::cmp::Ordering::Greater),
+            // Exact decimal arithmetic: big integers and decimals add without rounding.
+            Op::Sum(path) => json_number::sum(numbers(path.find(doc)).into_iter())?
+                .map_or(Value::Null, Value::Number),
+            Op::Min(path) => extreme(numbers(path.find(doc)), Ordering::Less),
+            Op::Max(path) => extreme(numbers(path.find(doc)), Ordering::Greater),
             Op::Coalesce(paths) => paths
                 .iter()
                 .find_map(|path| match path.find(doc) {
@@ -134,12 +129,12 @@ impl Derived {
                     Value::Null
                 }
             }
-        }
+        })
     }
 }
 
 /// The numbers a path finds: one, every match under `[*]`, or the elements of an array.
-fn numbers(found: Found<'_>) -> Vec<Number> {
+fn numbers(found: Found<'_>) -> Vec<&Number> {
     let values: Vec<&Value> = match found {
         Found::Nothing => Vec::new(),
         Found::One(Value::Array(items)) => items.iter().collect(),
@@ -149,36 +144,24 @@ fn numbers(found: Found<'_>) -> Vec<Number> {
     values
         .into_iter()
         .filter_map(|v| match v {
-            Value::Number(n) => Some(n.clone()),
+            Value::Number(n) => Some(n),
             _ => None,
         })
         .collect()
 }
 
-/// An integer result when every input is an integer and nothing overflows, else a float.
-fn number(
-    values: &[Number],
-    integer: impl Fn(&[Number]) -> Option<i64>,
-    float: impl Fn(&[Number]) -> f64,
-) -> Value {
-    match integer(values) {
-        Some(n) => Value::from(n),
-        None => Number::from_f64(float(values)).map_or(Value::Null, Value::Number),
-    }
-}
-
-fn extreme(values: Vec<Number>, wanted: std::cmp::Ordering) -> Value {
+/// The smallest or largest number by exact value, as it was written; the first of equals.
+fn extreme(values: Vec<&Number>, wanted: Ordering) -> Value {
     values
         .into_iter()
         .reduce(|best, n| {
-            let (a, b) = (n.as_f64().unwrap_or(0.0), best.as_f64().unwrap_or(0.0));
-            if a.partial_cmp(&b) == Some(wanted) {
+            if json_number::compare(n, best) == wanted {
                 n
             } else {
                 best
             }
         })
-        .map_or(Value::Null, Value::Number)
+        .map_or(Value::Null, |n| Value::Number(n.clone()))
 }
 
 #[cfg(test)]
@@ -216,6 +199,52 @@ mod tests {
             json!(5)
         );
         assert_eq!(derive("m", json!({"min": "prices"}), &d), json!(3));
+    }
+
+    fn derive_text(op: Value, doc: &str) -> (String, Option<Inexact>) {
+        let mut doc = crate::json_number::parse(doc.as_bytes()).unwrap();
+        let inexact = Derived::compile("out", &op).unwrap().apply(&mut doc);
+        (doc["out"].to_string(), inexact)
+    }
+
+    #[test]
+    fn min_max_and_coalesce_return_the_inputs_as_written() {
+        let doc = r#"{"v":[1.10,123456789012345678901234567891,123456789012345678901234567890,1E+2,-0.5e1],"n":null,"s":1E+2}"#;
+        assert_eq!(
+            derive_text(json!({"max": "v"}), doc).0,
+            "123456789012345678901234567891"
+        );
+        assert_eq!(derive_text(json!({"min": "v"}), doc).0, "-0.5e1");
+        assert_eq!(derive_text(json!({"coalesce": ["n", "s"]}), doc).0, "1E+2");
+        assert_eq!(
+            derive_text(json!({"concat": ["v"]}), doc).0,
+            "[1.10,123456789012345678901234567891,123456789012345678901234567890,1E+2,-0.5e1]"
+        );
+    }
+
+    #[test]
+    fn sums_are_exact_for_big_integers_and_decimals_alike() {
+        let big = r#"{"v":[123456789012345678901234567890,1,9007199254740993]}"#;
+        assert_eq!(
+            derive_text(json!({"sum": "v"}), big),
+            ("123456789012354686100489308884".to_string(), None)
+        );
+        let mixed = r#"{"v":[1.10,2,0.05]}"#;
+        assert_eq!(
+            derive_text(json!({"sum": "v"}), mixed),
+            ("3.15".to_string(), None),
+            "integers and decimals add exactly, to the finest scale of the inputs"
+        );
+        assert_eq!(
+            derive_text(json!({"sum": "v"}), r#"{"v":[0.1,0.2]}"#).0,
+            "0.3",
+            "not 0.30000000000000004"
+        );
+        assert_eq!(
+            derive_text(json!({"sum": "v"}), r#"{"v":[1e600,1e-600]}"#),
+            ("null".to_string(), Some(Inexact::TooManyDigits)),
+            "a sum that cannot be exact is null, never a rounded float"
+        );
     }
 
     #[test]

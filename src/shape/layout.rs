@@ -2,6 +2,7 @@
 //! sorting concatenated arrays.
 
 use crate::config::Order;
+use crate::json_number;
 use crate::json_path::{Found, JsonPath};
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -58,7 +59,7 @@ fn key<'v>(path: &JsonPath, item: &'v Value) -> Option<&'v Value> {
     }
 }
 
-/// Numbers by value, strings by code point, booleans false first; across types numbers come
+/// Numbers by exact value, strings by code point, booleans false first; across types numbers come
 /// before strings, booleans, arrays and objects.
 pub fn compare_sort_keys(a: &Value, b: &Value) -> Ordering {
     fn rank(v: &Value) -> u8 {
@@ -72,10 +73,8 @@ pub fn compare_sort_keys(a: &Value, b: &Value) -> Ordering {
         }
     }
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
-            x.partial_cmp(&y).unwrap_or(Ordering::Equal)
-        }
+        // Exactly, by value: ids beyond 2^53 and 30-digit amounts keep their order.
+        (Value::Number(x), Value::Number(y)) => json_number::compare(x, y),
         (Value::String(x), Value::String(y)) => x.cmp(y),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         _ => rank(a).cmp(&rank(b)),
@@ -124,6 +123,54 @@ mod tests {
         sort(Order::Desc).apply(&mut items);
         let ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["c", "a", "d", "b", "e"]);
+    }
+
+    #[test]
+    fn merge_keeps_arrival_order_and_spelling() {
+        let parse = |t: &str| crate::json_number::parse(t.as_bytes()).unwrap();
+        let mut doc = parse(r#"{"z":{"id":123456789012345678901234567890},"a":1.10}"#);
+        deep_merge(
+            &mut doc,
+            parse(r#"{"m":1E+2,"z":{"b":-0,"id":1e400},"a":2.50}"#),
+        );
+        assert_eq!(
+            serde_json::to_string(&doc).unwrap(),
+            r#"{"z":{"id":1e400,"b":-0},"a":2.50,"m":1E+2}"#
+        );
+    }
+
+    #[test]
+    fn big_numbers_sort_by_exact_value() {
+        let mut items: Vec<Value> = [
+            "123456789012345678901234567891",
+            "123456789012345678901234567890",
+            "9007199254740993",
+            "9007199254740992",
+            "1E+2",
+            "99.99",
+            "-9223372036854775809",
+        ]
+        .iter()
+        .map(|n| crate::json_number::parse(format!(r#"{{"v":{n}}}"#).as_bytes()).unwrap())
+        .collect();
+        Sort {
+            path: JsonPath::parse("v").unwrap(),
+            order: Order::Asc,
+        }
+        .apply(&mut items);
+        let sorted: Vec<String> = items.iter().map(|i| i["v"].to_string()).collect();
+        assert_eq!(
+            sorted,
+            [
+                "-9223372036854775809",
+                "99.99",
+                "1E+2",
+                "9007199254740992",
+                "9007199254740993",
+                "123456789012345678901234567890",
+                "123456789012345678901234567891"
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! Missing paths are ignored: shaping never fails a call.
 
 use crate::config::CallConfig;
-use crate::json_path::JsonPath;
+use crate::json_path::{self, JsonPath};
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,10 +66,7 @@ impl CallShape {
             None => body,
         };
         if !self.select.is_empty() {
-            let mut selected = Value::Null;
-            for path in &self.select {
-                path.copy_into(&body, &mut selected);
-            }
+            let selected = json_path::select(&self.select, &body);
             body = match (selected, &body) {
                 (Value::Null, Value::Object(_)) => Value::Object(serde_json::Map::new()),
                 (selected, _) => selected,
@@ -79,9 +76,7 @@ impl CallShape {
             path.remove(&mut body);
         }
         for (from, to) in &self.rename {
-            if let Some(value) = from.take(&mut body) {
-                to.insert(&mut body, value);
-            }
+            from.rename(to, &mut body);
         }
         body
     }
@@ -134,6 +129,37 @@ mod tests {
             none.apply(body()),
             json!({}),
             "an object with nothing selected is empty"
+        );
+    }
+
+    /// Numbers a float would change, and keys out of alphabetical order.
+    const EXACT: &str = r#"{"data":{"id":123456789012345678901234567890,"snow":9007199254740993,"neg":-9223372036854775809,"price":1.10,"sci":1E+2,"deep":{"n":18446744073709551616},"z":1,"a":2},"x":0}"#;
+
+    fn apply_exact(transforms: &str) -> String {
+        let body = crate::json_number::parse(EXACT.as_bytes()).unwrap();
+        serde_json::to_string(&shape(transforms).apply(body)).unwrap()
+    }
+
+    #[test]
+    fn every_transform_keeps_numbers_as_written_and_keys_in_upstream_order() {
+        assert_eq!(
+            apply_exact(r#""extract":"data""#),
+            r#"{"id":123456789012345678901234567890,"snow":9007199254740993,"neg":-9223372036854775809,"price":1.10,"sci":1E+2,"deep":{"n":18446744073709551616},"z":1,"a":2}"#
+        );
+        assert_eq!(
+            apply_exact(r#""extract":"data","select":["a","deep.n","z","sci","id"]"#),
+            r#"{"id":123456789012345678901234567890,"sci":1E+2,"deep":{"n":18446744073709551616},"z":1,"a":2}"#,
+            "select keeps the upstream's order, not the order of the paths"
+        );
+        assert_eq!(
+            apply_exact(r#""extract":"data","omit":["snow","deep"]"#),
+            r#"{"id":123456789012345678901234567890,"neg":-9223372036854775809,"price":1.10,"sci":1E+2,"z":1,"a":2}"#,
+            "omit closes the gap without reordering"
+        );
+        assert_eq!(
+            apply_exact(r#""extract":"data","rename":{"price":"amount","deep.n":"n","a":"z"}"#),
+            r#"{"id":123456789012345678901234567890,"snow":9007199254740993,"neg":-9223372036854775809,"amount":1.10,"sci":1E+2,"deep":{},"z":2,"n":18446744073709551616}"#,
+            "a rename in place keeps the key's position; a move goes last; onto an existing key replaces it"
         );
     }
 
