@@ -155,6 +155,41 @@ mod tests {
     }
 
     #[test]
+    fn layouts_keep_numbers_as_written_and_keys_in_arrival_order() {
+        let text = |calls: &[CallView<'_>], response: Value| {
+            let shape = shape(response);
+            String::from_utf8(document(calls, &shape).body).unwrap()
+        };
+        let calls = [
+            view(
+                "a",
+                r#"{"z":123456789012345678901234567890,"a":1.10}"#,
+                false,
+            ),
+            view("b", r#"{"m":1E+2,"z":-0}"#, false),
+        ];
+        assert_eq!(
+            text(&calls, json!({"layout": "merge"})),
+            r#"{"z":-0,"a":1.10,"m":1E+2}"#
+        );
+        assert_eq!(
+            text(&calls, json!({"derive": {"n": {"max": "a.z"}}})),
+            r#"{"a":{"z":123456789012345678901234567890,"a":1.10},"b":{"m":1E+2,"z":-0},"n":123456789012345678901234567890}"#
+        );
+        let shards = [
+            view("a", r#"[{"v":9007199254740993},{"v":1.10}]"#, false),
+            view("b", r#"[{"v":9007199254740992},{"v":1E+2}]"#, false),
+        ];
+        assert_eq!(
+            text(
+                &shards,
+                json!({"layout": "concat", "sort_by": "v", "order": "desc"})
+            ),
+            r#"[{"v":9007199254740993},{"v":9007199254740992},{"v":1E+2},{"v":1.10}]"#
+        );
+    }
+
+    #[test]
     fn nested_with_derived_fields() {
         let calls = [view("r", r#"{"items":[1,2,3]}"#, false)];
         let (doc, _) = run(
