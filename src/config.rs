@@ -660,9 +660,9 @@ impl<'a> Fields<'a> {
         let Some(value) = self.take(key) else {
             return Ok(None);
         };
-        T::deserialize(value)
+        typed(value)
             .map(Some)
-            .map_err(|e| self.place.error(Some(&self.key_name(key)), e.to_string()))
+            .map_err(|e| self.place.error(Some(&self.key_name(key)), e))
     }
 
     /// Like `opt`, for keys whose value must be a JSON object (serde would also fill a
@@ -713,9 +713,9 @@ impl<'a> Fields<'a> {
         match self.take(key) {
             None => Ok(Setting::Inherit),
             Some(Value::Null) => Ok(Setting::Off),
-            Some(value) => T::deserialize(value)
+            Some(value) => typed(value)
                 .map(Setting::On)
-                .map_err(|e| self.place.error(Some(&self.key_name(key)), e.to_string())),
+                .map_err(|e| self.place.error(Some(&self.key_name(key)), e)),
         }
     }
 
@@ -743,6 +743,20 @@ impl<'a> Fields<'a> {
             ),
         ))
     }
+}
+
+/// Reads a typed setting from its JSON text, not from the parsed `Value`: with the
+/// `arbitrary_precision` numbers that keep upstream data exact (SPEC §4), serde_json refuses a
+/// `Value` number of the wrong kind with a bare "invalid number", while from text it says
+/// "invalid value: integer `-1`, expected u64" or "invalid type: floating point `1.5`".
+/// The error names no position: the text is ours, the key is named by the caller.
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
+    serde_json::from_str(&value.to_string()).map_err(|e| {
+        let text = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        text.strip_suffix(&position)
+            .map_or(text.clone(), str::to_string)
+    })
 }
 
 /// The known key a typo most likely meant, if any is close enough.
@@ -824,6 +838,30 @@ mod tests {
         assert!(
             e.starts_with(r#"route "page" call "c" key "timeout_ms": invalid type"#),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_numbers_say_what_was_expected() {
+        let with = |timeout: &str, attempts: &str| {
+            err(&format!(
+                r#"{{"routes":[{{"name":"p","match":{{"path":"/a"}},"calls":[{{"name":"c","cluster":"k","path":"/x","timeout_ms":{timeout},"retries":{{"attempts":{attempts}}}}}]}}]}}"#
+            ))
+        };
+        assert_eq!(
+            with("-1", "2"),
+            r#"route "p" call "c" key "timeout_ms": invalid value: integer `-1`, expected u64"#
+        );
+        assert_eq!(
+            with("1.5", "2"),
+            r#"route "p" call "c" key "timeout_ms": invalid type: floating point `1.5`, expected u64"#
+        );
+        assert!(
+            with("5", "-2").starts_with(
+                r#"route "p" call "c" key "retries": invalid value: integer `-2`, expected u32"#
+            ),
+            "{}",
+            with("5", "-2")
         );
     }
 
