@@ -4,6 +4,7 @@
 //! natively. `host` is the thin edge that talks to Envoy through `proxy_wasm`; it exists only in
 //! the `.wasm` build.
 
+pub mod client_body;
 pub mod config;
 pub mod encoding;
 pub mod gather;

@@ -6,6 +6,7 @@
 use super::store::SharedData;
 use super::worker::Worker;
 use super::{header_value, now_us};
+use crate::client_body::{self, BodyStall};
 use crate::gather::{Action, ClientRequest, Dispatch, Event, Gather};
 use crate::plan::{split_query, Plan, Route};
 use crate::render::{self, Response};
@@ -20,8 +21,11 @@ pub struct Exchange {
     plan: Rc<Plan>,
     worker: Rc<Worker>,
     gather: Option<Gather>,
-    /// A matched request held until its body has arrived.
+    /// A matched request held until its body has arrived, or the route deadline passes.
     awaiting_body: Option<Pending>,
+    /// A route matched: the request never continues to the router, body and trailers
+    /// included, whatever happens to it (answered, refused, still waiting).
+    matched: bool,
     /// Dispatched jobs still expected: host token and job.
     in_flight: Vec<(u32, usize)>,
     /// The route counted in `max_inflight` until the answer goes out.
@@ -35,6 +39,10 @@ struct Pending {
     route: Rc<Route>,
     request: ClientRequest,
     received_us: u64,
+    /// The end of the wait for the body (µs): the route deadline.
+    deadline_us: u64,
+    /// Body bytes Envoy has handed over so far.
+    delivered: usize,
 }
 
 /// Where a callback runs: calls made from the root context are answered to the root context.
@@ -52,6 +60,7 @@ impl Exchange {
             worker,
             gather: None,
             awaiting_body: None,
+            matched: false,
             in_flight: Vec::new(),
             counted_route: None,
             route_index: None,
@@ -73,6 +82,7 @@ impl Exchange {
             matched.route.name
         );
         self.received_us = now_us();
+        self.matched = true;
         let index = self
             .plan
             .routes
@@ -99,30 +109,33 @@ impl Exchange {
                 headers,
                 body: None,
             },
+            deadline_us: client_body::deadline_us(self.received_us, matched.route.deadline_ms),
             route: matched.route,
             received_us: self.received_us,
+            delivered: 0,
         };
         if pending.route.client_body.needed && !end_of_stream {
             // With allow_on_headers_stop_iteration, Pause holds the headers (nothing reaches the
-            // route's upstream) while the body still comes to on_request_body.
+            // route's upstream) while the body still comes to on_request_body. The deadline
+            // bounds the wait: a client may never finish, and without the setting Envoy never
+            // hands the body over.
+            self.worker.wake_at(pending.deadline_us, self.context_id);
             self.awaiting_body = Some(pending);
         } else {
-            self.start(pending);
+            let now = now_us();
+            self.start(pending, now);
         }
         HostAction::Pause
     }
 
     pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
-        let Some(pending) = &self.awaiting_body else {
-            // A matched request never continues to the router, body included.
+        let Some(pending) = self.awaiting_body.as_mut() else {
             return self.hold_if_matched();
         };
+        pending.delivered = body_size;
         let limit = pending.route.client_body.max_bytes;
         if u64::try_from(body_size).unwrap_or(u64::MAX) > limit {
-            self.awaiting_body = None;
-            let body =
-                serde_json::json!({"error": {"code": "request_body_too_large", "limit": limit}});
-            self.respond(&render::client_error(413, &body));
+            self.give_up_body(&render::request_body_too_large(limit));
             return HostAction::Pause;
         }
         if end_of_stream {
@@ -158,6 +171,15 @@ impl Exchange {
     }
 
     pub fn on_timer(&mut self, now_us: u64) {
+        if let Some(pending) = &self.awaiting_body {
+            if now_us >= pending.deadline_us {
+                self.body_deadline_passed();
+            } else {
+                // Not due yet (only a clock stepping back does that): keep the wait bounded.
+                self.worker.wake_at(pending.deadline_us, self.context_id);
+            }
+            return;
+        }
         let Some(gather) = self.gather.as_mut() else {
             return;
         };
@@ -165,28 +187,41 @@ impl Exchange {
         self.run(actions, Via::Root);
     }
 
+    /// After a local reply (or while answering), Envoy may still hand over body and trailers:
+    /// a matched request keeps them from the router, so its upstream never sees the request.
     fn hold_if_matched(&self) -> HostAction {
-        if self.gather.is_some() || self.counted_route.is_some() {
+        if self.matched {
             HostAction::Pause
         } else {
             HostAction::Continue
         }
     }
 
-    fn start(&mut self, pending: Pending) {
+    fn start(&mut self, pending: Pending, now_us: u64) {
         let (gather, actions) = Gather::start(
             pending.route,
             pending.request,
             pending.received_us,
-            now_us(),
+            now_us,
             &SharedData,
         );
         self.gather = Some(gather);
         self.run(actions, Via::Stream);
     }
 
-    /// The body has arrived (or ended with trailers): read it and start.
+    /// The body has arrived (or ended with trailers): read it and start, unless the deadline
+    /// passed first (the timer had not come round yet), which is then answered as on the
+    /// timer.
     fn body_complete(&mut self, body_size: usize) {
+        let now = now_us();
+        if self
+            .awaiting_body
+            .as_ref()
+            .is_some_and(|p| now >= p.deadline_us)
+        {
+            self.body_deadline_passed();
+            return;
+        }
         let Some(mut pending) = self.awaiting_body.take() else {
             return;
         };
@@ -195,7 +230,46 @@ impl Exchange {
             .flatten()
             .unwrap_or_default();
         pending.request.body = Some(body);
-        self.start(pending);
+        self.start(pending, now);
+    }
+
+    /// The route deadline passed without the whole body: 408 if the client is late, 500 if
+    /// Envoy holds the body back (SPEC §3.4). Nothing is dispatched.
+    fn body_deadline_passed(&mut self) {
+        let Some(pending) = &self.awaiting_body else {
+            return;
+        };
+        let delivered = u64::try_from(pending.delivered).unwrap_or(u64::MAX);
+        let stall = BodyStall::at_deadline(delivered, received_body_bytes);
+        let route = &pending.route;
+        let response = stall.response(route.deadline_ms);
+        match stall {
+            BodyStall::Timeout => log::debug!(
+                "gateway-aggregator: route {}: the client body was not complete within deadline_ms {} ({delivered} bytes of it arrived): 408",
+                route.name,
+                route.deadline_ms
+            ),
+            BodyStall::Unavailable if self.worker.first_body_unavailable() => log::warn!(
+                "gateway-aggregator: route {} reads the client body, but Envoy holds it back from the filter: set allow_on_headers_stop_iteration: true on the envoy.filters.http.wasm filter (Envoy >= 1.35; in Istio, the EnvoyFilter in envoy/istio/envoyfilter-stop-iteration.yaml). Until then such requests are answered 500 request_body_unavailable at their deadline; this is logged once per VM",
+                route.name
+            ),
+            BodyStall::Unavailable => log::debug!(
+                "gateway-aggregator: route {}: Envoy held the client body back (allow_on_headers_stop_iteration is off): 500",
+                route.name
+            ),
+        }
+        if let Some(index) = self.route_index {
+            self.worker.metrics().body_stalled(index, stall);
+        }
+        self.give_up_body(&response);
+    }
+
+    /// Answers a request still waiting for its body, and forgets it: the held request, its
+    /// wake-ups and its `max_inflight` slot. Later body callbacks are held (`matched`).
+    fn give_up_body(&mut self, response: &Response) {
+        self.awaiting_body = None;
+        self.respond(response);
+        self.worker.forget(self.context_id);
     }
 
     /// Carries out actions in order; a call the host refuses becomes an event at once.
@@ -284,6 +358,25 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// Body bytes Envoy has received for this request, counted before it runs any filter, so also
+/// bytes it holds back from this one: `request.total_size` less the request header map's size.
+/// `None` if Envoy cannot tell. Read only when a deadline passed without any body byte.
+fn received_body_bytes() -> Option<u64> {
+    let total_size = hostcalls::get_property(vec!["request", "total_size"])
+        .ok()
+        .flatten()
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map(i64::from_le_bytes)
+        .and_then(|size| u64::try_from(size).ok())?;
+    let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
+    let header_bytes = client_body::header_map_bytes(
+        headers
+            .iter()
+            .map(|(name, value)| (name.len(), value.len())),
+    );
+    Some(client_body::received_body_bytes(total_size, header_bytes))
 }
 
 /// The values of the headers a route reads, in order, one hostcall each: a header the

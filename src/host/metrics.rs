@@ -2,6 +2,7 @@
 //! `gateway_aggregator.route.<route>.<stat>` and `gateway_aggregator.route.<route>.call.<call>.<stat>`.
 //! Envoy lists them in `/stats` and `/stats/prometheus`; every worker adds to the same stats.
 
+use crate::client_body::BodyStall;
 use crate::gather::Summary;
 use crate::outcome::Reason;
 use crate::plan::Plan;
@@ -39,6 +40,9 @@ struct RouteStats {
     partial: Slot,
     failed_4xx: Slot,
     failed_5xx: Slot,
+    /// Answered 408 / 500 because the client body was not there by the deadline.
+    body_timeout: Slot,
+    body_unavailable: Slot,
     latency_ms: u32,
     calls: Vec<CallStats>,
 }
@@ -113,6 +117,8 @@ impl Metrics {
                 partial: counter(format!("{base}.partial"))?,
                 failed_4xx: counter(format!("{base}.failed_4xx"))?,
                 failed_5xx: counter(format!("{base}.failed_5xx"))?,
+                body_timeout: counter(format!("{base}.request_body_timeout"))?,
+                body_unavailable: counter(format!("{base}.request_body_unavailable"))?,
                 latency_ms: histogram(format!("{base}.latency_ms"))?,
                 calls,
             });
@@ -174,6 +180,19 @@ impl Metrics {
                 self.count(*id, 1);
             }
         }
+    }
+
+    /// One request of `route` answered without its body at the deadline (SPEC §3.4), by why;
+    /// `record` counts the answer itself (request, 4xx or 5xx).
+    pub fn body_stalled(&self, route: usize, stall: BodyStall) {
+        let Some(stats) = self.routes.get(route) else {
+            return;
+        };
+        let slot = match stall {
+            BodyStall::Timeout => stats.body_timeout,
+            BodyStall::Unavailable => stats.body_unavailable,
+        };
+        self.count(slot, 1);
     }
 }
 

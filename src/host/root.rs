@@ -13,8 +13,9 @@ use proxy_wasm::types::{BufferType, ContextType};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// How often the timer looks for due retries and hedges, when a route needs it; otherwise it
-/// only hands the counted stats to Envoy.
+/// How often the timer looks for due retries, hedges and client-body deadlines, when a route
+/// needs it (a late body is then answered within a tick of its deadline); otherwise it only
+/// hands the counted stats to Envoy.
 const TICK: Duration = Duration::from_millis(5);
 const SLOW_TICK: Duration = Duration::from_millis(1000);
 
@@ -90,7 +91,7 @@ impl RootContext for Root {
                 };
                 if let Err(status) = hostcalls::set_tick_period(tick) {
                     log::error!(
-                        "gateway-aggregator: no timer for retries, hedges and stats: {status:?}"
+                        "gateway-aggregator: no timer for retries, hedges, body deadlines and stats: {status:?}"
                     );
                     return false;
                 }

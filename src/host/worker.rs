@@ -21,6 +21,9 @@ pub struct Worker {
     inflight: RefCell<Vec<u64>>,
     metrics: RefCell<Metrics>,
     last_flush_us: Cell<u64>,
+    /// The missing `allow_on_headers_stop_iteration` has been logged: once per VM is enough
+    /// to name the fix, and a line per request would flood the log.
+    body_unavailable_logged: Cell<bool>,
 }
 
 /// How often counted stats reach Envoy.
@@ -118,6 +121,11 @@ impl Worker {
             self.last_flush_us.set(now_us);
             self.metrics.borrow().flush();
         }
+    }
+
+    /// True the first time only: whether to log that Envoy withholds client bodies.
+    pub fn first_body_unavailable(&self) -> bool {
+        !self.body_unavailable_logged.replace(true)
     }
 
     pub fn leave(&self, route: usize) {

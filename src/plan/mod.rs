@@ -242,15 +242,17 @@ impl Route {
         self.calls.iter().position(|c| c.name == name)
     }
 
-    /// Backoffs and hedges need the worker's timer.
+    /// Backoffs and hedges need the worker's timer, and so does the wait for the client's
+    /// body, which the route deadline ends (SPEC §3.4) even when no byte of it ever comes.
     pub fn needs_timers(&self) -> bool {
-        self.calls.iter().any(|c| {
-            c.resilience.hedge_after_ms.is_some()
-                || c.resilience
-                    .retries
-                    .as_ref()
-                    .is_some_and(|r| r.backoff_ms > 0)
-        })
+        self.client_body.needed
+            || self.calls.iter().any(|c| {
+                c.resilience.hedge_after_ms.is_some()
+                    || c.resilience
+                        .retries
+                        .as_ref()
+                        .is_some_and(|r| r.backoff_ms > 0)
+            })
     }
 }
 

@@ -337,3 +337,23 @@ fn a_first_look_rules_out_paths_no_route_can_match() {
         "a leading capture matches any first segment"
     );
 }
+
+#[test]
+fn routes_waiting_for_the_client_body_need_the_timer() {
+    let needs = |calls: &str| {
+        let json = format!(
+            r#"{{"routes":[{{"name":"r","match":{{"path":"/r","methods":["POST"]}},"calls":[{calls}]}}]}}"#
+        );
+        compile(&json).unwrap().routes[0].needs_timers()
+    };
+    assert!(!needs(r#"{"name":"a","cluster":"c","path":"/a"}"#));
+    assert!(needs(
+        r#"{"name":"a","cluster":"c","method":"POST","path":"/a","body":"{request.body}"}"#
+    ));
+    assert!(needs(
+        r#"{"name":"a","cluster":"c","method":"POST","path":"/a","body":{"q":"{request.body.q}"}}"#
+    ));
+    assert!(needs(
+        r#"{"name":"a","cluster":"c","path":"/a","hedge_after_ms":10}"#
+    ));
+}

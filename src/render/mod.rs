@@ -230,7 +230,32 @@ pub fn overload(route: &str) -> Response {
     response
 }
 
-/// A client error that is not about any call (unknown field, body too large).
+/// 413 for a client body larger than the route's `max_body_bytes` (SPEC §3.4):
+/// `{"error":{"code":"request_body_too_large","limit":N}}`, N in bytes.
+pub fn request_body_too_large(limit: u64) -> Response {
+    let body = serde_json::json!({"error": {"code": "request_body_too_large", "limit": limit}});
+    client_error(413, &body)
+}
+
+/// 408 for a client body not complete when the route deadline (`deadline_ms`, counted from
+/// the request headers) passed (SPEC §3.4):
+/// `{"error":{"code":"request_body_timeout","deadline_ms":N}}`.
+pub fn request_body_timeout(deadline_ms: u64) -> Response {
+    let body =
+        serde_json::json!({"error": {"code": "request_body_timeout", "deadline_ms": deadline_ms}});
+    client_error(408, &body)
+}
+
+/// 500 when Envoy received the client body but never handed it to the filter (the Wasm filter
+/// lacks `allow_on_headers_stop_iteration: true`): `{"error":{"code":"request_body_unavailable"}}`.
+/// The gateway's fault, not the client's; what to fix is logged, not shown to the client.
+pub fn request_body_unavailable() -> Response {
+    let body = serde_json::json!({"error": {"code": "request_body_unavailable"}});
+    client_error(500, &body)
+}
+
+/// An error answer that is not about any call (unknown field, client body too large, late or
+/// unavailable), with `content-type: application/json` and `cache-control: no-store`.
 pub fn client_error(status: u16, body: &Value) -> Response {
     Response {
         status,
@@ -482,6 +507,32 @@ mod tests {
             },
         );
         assert_eq!(none.body, b"{}");
+    }
+
+    #[test]
+    fn client_body_errors_have_their_status_and_code() {
+        let cases = [
+            (
+                request_body_too_large(2048),
+                413,
+                json!({"error": {"code": "request_body_too_large", "limit": 2048}}),
+            ),
+            (
+                request_body_timeout(500),
+                408,
+                json!({"error": {"code": "request_body_timeout", "deadline_ms": 500}}),
+            ),
+            (
+                request_body_unavailable(),
+                500,
+                json!({"error": {"code": "request_body_unavailable"}}),
+            ),
+        ];
+        for (response, status, body) in cases {
+            assert_eq!((response.status, parse(&response)), (status, body));
+            assert_eq!(response.header("content-type"), Some("application/json"));
+            assert_eq!(response.header("cache-control"), Some("no-store"));
+        }
     }
 
     #[test]

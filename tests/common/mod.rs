@@ -544,6 +544,39 @@ pub fn raw_request(port: u16, request: &[u8]) -> io::Result<HttpResponse> {
     Ok(response)
 }
 
+/// A slow client: sends `head` (start line and headers, e.g. from [`encode_request`] with an
+/// empty body and the `content-length` to announce), then each of `pieces` after waiting
+/// `every`, while it reads the answer to `method` on the same connection. `elapsed` counts from
+/// the head being sent. The writer gives up at the first failed write (the server closed), and
+/// the returned handle ends once it has sent or given up on every piece.
+pub fn slow_request(
+    port: u16,
+    method: &str,
+    head: &[u8],
+    pieces: Vec<Vec<u8>>,
+    every: Duration,
+) -> (io::Result<HttpResponse>, thread::JoinHandle<()>) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let started = Instant::now();
+    (&stream).write_all(head).expect("send the request head");
+    let writer = stream.try_clone().expect("clone the client socket");
+    let pieces_sent = thread::spawn(move || {
+        for piece in pieces {
+            thread::sleep(every);
+            if (&writer).write_all(&piece).is_err() {
+                return;
+            }
+        }
+    });
+    let response = read_response(&mut BufReader::new(&stream), method).map(|mut r| {
+        r.elapsed = started.elapsed();
+        r
+    });
+    (response, pieces_sent)
+}
+
 pub fn encode_request(
     port: u16,
     method: &str,
