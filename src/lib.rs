@@ -16,6 +16,7 @@ pub mod plan;
 pub mod render;
 pub mod resilience;
 pub mod shape;
+pub mod stats;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

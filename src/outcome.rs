@@ -25,6 +25,45 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of SPEC §4: the one list that stats and docs follow. A new
+    /// variant does not compile until [`Reason::index`] places it, and a unit test checks that
+    /// it stands here at that place.
+    pub const ALL: [Reason; 13] = [
+        Reason::Timeout,
+        Reason::Status,
+        Reason::Connect,
+        Reason::InvalidBody,
+        Reason::TooLarge,
+        Reason::MissingInput,
+        Reason::InvalidInput,
+        Reason::DependencyFailed,
+        Reason::Deadline,
+        Reason::Dispatch,
+        Reason::CircuitOpen,
+        Reason::TooManyItems,
+        Reason::Overload,
+    ];
+
+    /// This reason's place in [`Reason::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Reason::Timeout => 0,
+            Reason::Status => 1,
+            Reason::Connect => 2,
+            Reason::InvalidBody => 3,
+            Reason::TooLarge => 4,
+            Reason::MissingInput => 5,
+            Reason::InvalidInput => 6,
+            Reason::DependencyFailed => 7,
+            Reason::Deadline => 8,
+            Reason::Dispatch => 9,
+            Reason::CircuitOpen => 10,
+            Reason::TooManyItems => 11,
+            Reason::Overload => 12,
+        }
+    }
+
+    /// The name clients and stats see (`_meta`, `server-timing`, `failure.<reason>`).
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Timeout => "timeout",
@@ -336,6 +375,17 @@ mod tests {
         let html = judge(404, "<html>").unwrap_err();
         assert_eq!(html.json_body, None);
         assert_eq!(html.client_status(), 404);
+    }
+
+    #[test]
+    fn every_reason_is_listed_once_at_its_index() {
+        for (index, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), index, "{reason:?}");
+        }
+        let mut names: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Reason::ALL.len());
     }
 
     #[test]

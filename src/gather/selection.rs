@@ -76,8 +76,5 @@ fn with_dependencies(route: &Route, mut fetched: Vec<bool>) -> Vec<bool> {
 
 fn unknown_field(route: &Route, name: &str) -> Response {
     let valid: Vec<&str> = route.calls.iter().map(|c| c.output_key.as_str()).collect();
-    let body = serde_json::json!({
-        "error": {"code": "unknown_field", "field": name, "valid": valid}
-    });
-    render::client_error(400, &body)
+    render::unknown_field(name, &valid)
 }

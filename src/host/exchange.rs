@@ -3,6 +3,7 @@
 //! out its actions. Reached from the stream's own callbacks and, for timers and for calls sent
 //! from a timer, through the root context.
 
+use super::metrics::EnvoyMetrics;
 use super::store::SharedData;
 use super::worker::Worker;
 use super::{header_value, now_us};
@@ -10,6 +11,7 @@ use crate::client_body::{self, BodyStall};
 use crate::gather::{Action, ClientRequest, Dispatch, Event, Gather};
 use crate::plan::{split_query, Plan, Route};
 use crate::render::{self, Response};
+use crate::stats::Answered;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action as HostAction, BufferType, MapType, Status};
 use std::collections::VecDeque;
@@ -83,23 +85,17 @@ impl Exchange {
         );
         self.received_us = now_us();
         self.matched = true;
-        let index = self
-            .plan
-            .routes
-            .iter()
-            .position(|r| Rc::ptr_eq(r, &matched.route));
-        self.route_index = index;
-        if let Some(index) = index {
-            if !self.worker.enter(index, matched.route.max_inflight) {
-                log::debug!(
-                    "gateway-aggregator: route {} is at max_inflight",
-                    matched.route.name
-                );
-                self.respond(&render::overload(&matched.route.name));
-                return HostAction::Pause;
-            }
-            self.counted_route = Some(index);
+        let index = matched.index;
+        self.route_index = Some(index);
+        if !self.worker.enter(index, matched.route.max_inflight) {
+            log::debug!(
+                "gateway-aggregator: route {} is at max_inflight",
+                matched.route.name
+            );
+            self.respond(&render::overload(&matched.route.name));
+            return HostAction::Pause;
         }
+        self.counted_route = Some(index);
         let headers = request_headers(&matched.route.headers);
         let (_, query) = split_query(&path);
         let pending = Pending {
@@ -259,7 +255,7 @@ impl Exchange {
             ),
         }
         if let Some(index) = self.route_index {
-            self.worker.metrics().body_stalled(index, stall);
+            self.worker.stats().body_stalled(index, stall);
         }
         self.give_up_body(&response);
     }
@@ -336,13 +332,14 @@ impl Exchange {
             let complete = response.header("x-aggregation-complete") == Some("true");
             let summary = self.gather.as_ref().map(Gather::summary);
             let latency_us = now_us().saturating_sub(self.received_us);
-            self.worker.metrics().record(
+            let answered = Answered {
                 route,
-                response.status,
+                status: response.status,
                 complete,
                 latency_us,
-                summary.as_ref(),
-            );
+                summary: summary.as_ref(),
+            };
+            self.worker.stats().record(&answered, &EnvoyMetrics);
         }
     }
 

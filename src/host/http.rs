@@ -1,9 +1,10 @@
 //! The stream context Envoy creates per request: takes the first look at the path and, only
-//! when a route may match, hands the request to its [`Exchange`], which the worker can also
-//! reach for timers and for answers routed through the root context.
+//! when a route may match, hands the request to its [`Exchange`], which the root context can
+//! also reach (through the registry) for timers and for answers to calls sent from the timer.
 
 use super::exchange::{Exchange, Via};
 use super::header_value;
+use super::registry::Exchanges;
 use super::worker::Worker;
 use crate::plan::Plan;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -15,19 +16,26 @@ pub struct Stream {
     context_id: u32,
     plan: Rc<Plan>,
     worker: Rc<Worker>,
+    exchanges: Rc<Exchanges>,
     /// Created once the path may match a route, so pass-through requests allocate nothing.
     exchange: Option<Rc<RefCell<Exchange>>>,
-    /// Known to the worker (for timers and root-context answers): only once matched, so
+    /// Known to the registry (for timers and root-context answers): only once matched, so
     /// pass-through requests cost no bookkeeping.
     registered: bool,
 }
 
 impl Stream {
-    pub fn new(context_id: u32, plan: Rc<Plan>, worker: Rc<Worker>) -> Self {
+    pub fn new(
+        context_id: u32,
+        plan: Rc<Plan>,
+        worker: Rc<Worker>,
+        exchanges: Rc<Exchanges>,
+    ) -> Self {
         Stream {
             context_id,
             plan,
             worker,
+            exchanges,
             exchange: None,
             registered: false,
         }
@@ -46,6 +54,7 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         if self.registered {
+            self.exchanges.forget(self.context_id);
             self.worker.forget(self.context_id);
         }
     }
@@ -87,7 +96,7 @@ impl HttpContext for Stream {
             e.on_request_headers(path, end_of_stream)
         });
         if action == Action::Pause {
-            self.worker.register(self.context_id, &exchange);
+            self.exchanges.register(self.context_id, &exchange);
             self.registered = true;
         }
         action

@@ -5,6 +5,7 @@
 mod exchange;
 mod http;
 mod metrics;
+mod registry;
 mod root;
 mod store;
 mod worker;

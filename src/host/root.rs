@@ -4,9 +4,11 @@
 
 use super::exchange::Via;
 use super::http::Stream;
-use super::metrics::Metrics;
+use super::metrics::EnvoyMetrics;
+use super::registry::Exchanges;
 use super::worker::Worker;
 use crate::plan::Plan;
+use crate::stats::Stats;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
@@ -23,6 +25,7 @@ const SLOW_TICK: Duration = Duration::from_millis(1000);
 pub struct Root {
     plan: Option<Rc<Plan>>,
     worker: Rc<Worker>,
+    exchanges: Rc<Exchanges>,
 }
 
 impl Context for Root {
@@ -34,7 +37,7 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         if let Some(context_id) = self.worker.take_root_call(token_id) {
-            self.worker.with_exchange(context_id, |exchange| {
+            self.exchanges.with(context_id, |exchange| {
                 exchange.on_call_response(token_id, num_headers, body_size, Via::Root)
             });
         }
@@ -77,8 +80,8 @@ impl RootContext for Root {
                     plan.call_count(),
                     routes.join("; ")
                 );
-                match Metrics::define(&plan) {
-                    Ok(metrics) => self.worker.set_metrics(metrics),
+                match Stats::define(&plan, &EnvoyMetrics) {
+                    Ok(stats) => self.worker.set_stats(stats),
                     Err(why) => {
                         log::error!("gateway-aggregator: {why}");
                         return false;
@@ -108,8 +111,8 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now_us = super::now_us();
         for context_id in self.worker.due(now_us) {
-            self.worker
-                .with_exchange(context_id, |exchange| exchange.on_timer(now_us));
+            self.exchanges
+                .with(context_id, |exchange| exchange.on_timer(now_us));
         }
         self.worker.flush_metrics(now_us);
     }
@@ -124,6 +127,7 @@ impl RootContext for Root {
             context_id,
             plan,
             Rc::clone(&self.worker),
+            Rc::clone(&self.exchanges),
         )))
     }
 

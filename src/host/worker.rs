@@ -1,25 +1,23 @@
-//! What one worker's VM shares between its contexts: the timer that drives retries and hedges,
-//! the routing of answers to calls made from that timer, and the in-flight counts behind
-//! `max_inflight`. Single-threaded: each field is its own `RefCell`, borrowed briefly.
+//! What one worker's VM shares between its requests: the wake-ups that drive retries, hedges
+//! and body deadlines, which request made each call sent from the timer, the in-flight counts
+//! behind `max_inflight`, and the stats. Single-threaded: each field is its own `RefCell`,
+//! borrowed briefly. It knows requests by context id only (`registry.rs` finds them).
 
-use super::exchange::Exchange;
-use super::metrics::Metrics;
+use super::metrics::EnvoyMetrics;
+use crate::stats::Stats;
+use hashbrown::HashMap;
 use std::cell::{Cell, Ref, RefCell};
-use std::collections::HashMap;
-use std::rc::{Rc, Weak};
 
 #[derive(Default)]
 pub struct Worker {
     /// Due time (µs) and the context to wake.
     wakeups: RefCell<Vec<(u64, u32)>>,
-    /// Exchanges that may be woken or receive answers through the root context.
-    exchanges: RefCell<HashMap<u32, Weak<RefCell<Exchange>>>>,
     /// Calls dispatched while the root context was active: Envoy answers them to the root,
     /// which hands each to its exchange.
     root_calls: RefCell<HashMap<u32, u32>>,
     /// Aggregations in flight per route index.
     inflight: RefCell<Vec<u64>>,
-    metrics: RefCell<Metrics>,
+    stats: RefCell<Stats>,
     last_flush_us: Cell<u64>,
     /// The missing `allow_on_headers_stop_iteration` has been logged: once per VM is enough
     /// to name the fix, and a line per request would flood the log.
@@ -30,14 +28,8 @@ pub struct Worker {
 const METRICS_FLUSH_US: u64 = 1_000_000;
 
 impl Worker {
-    pub fn register(&self, context_id: u32, exchange: &Rc<RefCell<Exchange>>) {
-        self.exchanges
-            .borrow_mut()
-            .insert(context_id, Rc::downgrade(exchange));
-    }
-
+    /// Drops a request's wake-ups.
     pub fn forget(&self, context_id: u32) {
-        self.exchanges.borrow_mut().remove(&context_id);
         self.wakeups
             .borrow_mut()
             .retain(|(_, id)| *id != context_id);
@@ -59,26 +51,6 @@ impl Worker {
         due.sort_unstable();
         due.dedup();
         due
-    }
-
-    /// Runs `f` on a live exchange, made the host's effective context first so its hostcalls
-    /// (a local reply, say) act on its own stream.
-    pub fn with_exchange(&self, context_id: u32, f: impl FnOnce(&mut Exchange)) {
-        let Some(exchange) = self
-            .exchanges
-            .borrow()
-            .get(&context_id)
-            .and_then(Weak::upgrade)
-        else {
-            return;
-        };
-        if proxy_wasm::hostcalls::set_effective_context(context_id).is_err() {
-            return;
-        }
-        let borrowed = exchange.try_borrow_mut();
-        if let Ok(mut exchange) = borrowed {
-            f(&mut exchange);
-        }
     }
 
     pub fn note_root_call(&self, token: u32, context_id: u32) {
@@ -105,13 +77,13 @@ impl Worker {
         true
     }
 
-    pub fn set_metrics(&self, metrics: Metrics) {
-        *self.metrics.borrow_mut() = metrics;
+    pub fn set_stats(&self, stats: Stats) {
+        *self.stats.borrow_mut() = stats;
     }
 
     /// The worker's stats, to record an answered request in.
-    pub fn metrics(&self) -> Ref<'_, Metrics> {
-        self.metrics.borrow()
+    pub fn stats(&self) -> Ref<'_, Stats> {
+        self.stats.borrow()
     }
 
     /// Hands the counted stats to Envoy, at most once a second.
@@ -119,7 +91,7 @@ impl Worker {
         let due = self.last_flush_us.get().saturating_add(METRICS_FLUSH_US) <= now_us;
         if due {
             self.last_flush_us.set(now_us);
-            self.metrics.borrow().flush();
+            self.stats.borrow().flush(&EnvoyMetrics);
         }
     }
 

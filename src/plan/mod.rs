@@ -167,6 +167,9 @@ pub struct Fallback {
 #[derive(Debug)]
 pub struct Matched {
     pub route: Rc<Route>,
+    /// The route's place in [`Plan::routes`]: its stats and `max_inflight` count.
+    pub index: usize,
+    /// Captures of `match.path`, in the route's order.
     pub captures: Vec<Capture>,
 }
 
@@ -189,7 +192,7 @@ impl Plan {
         header: &mut dyn FnMut(&str) -> Option<String>,
     ) -> Option<Matched> {
         let (path, _) = split_query(path);
-        self.routes.iter().find_map(|route| {
+        self.routes.iter().enumerate().find_map(|(index, route)| {
             if !route.methods.iter().any(|m| m == method) {
                 return None;
             }
@@ -200,6 +203,7 @@ impl Plan {
                 .all(|(name, value)| header(name).as_deref() == Some(value.as_str()));
             headers_match.then(|| Matched {
                 route: Rc::clone(route),
+                index,
                 captures,
             })
         })

@@ -219,11 +219,85 @@ fn splice(calls: &[CallView<'_>]) -> Vec<u8> {
     body
 }
 
+/// The `code` of every error body the filter writes, `{"error":{"code":…}}`: one list, so a
+/// client (and the README's table) can rely on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// A required call failed (SPEC §4): the status follows the call's failure.
+    RequiredCallFailed,
+    /// `?fields=` named no call of the route (SPEC §5): 400.
+    UnknownField,
+    /// The client body is over the route's `max_body_bytes` (SPEC §3.4): 413.
+    RequestBodyTooLarge,
+    /// The client body was not complete at the route deadline (SPEC §3.4): 408.
+    RequestBodyTimeout,
+    /// Envoy held the client body back from the filter (SPEC §3.4): 500.
+    RequestBodyUnavailable,
+    /// The route is at its `max_inflight` (SPEC §6): 503.
+    Overload,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation checks.
+    pub const ALL: [ErrorCode; 6] = [
+        ErrorCode::RequiredCallFailed,
+        ErrorCode::UnknownField,
+        ErrorCode::RequestBodyTooLarge,
+        ErrorCode::RequestBodyTimeout,
+        ErrorCode::RequestBodyUnavailable,
+        ErrorCode::Overload,
+    ];
+
+    /// The code as clients read it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::RequiredCallFailed => "required_call_failed",
+            ErrorCode::UnknownField => "unknown_field",
+            ErrorCode::RequestBodyTooLarge => "request_body_too_large",
+            ErrorCode::RequestBodyTimeout => "request_body_timeout",
+            ErrorCode::RequestBodyUnavailable => "request_body_unavailable",
+            ErrorCode::Overload => "overload",
+        }
+    }
+
+    /// The status of an answer with this code; `None` for a required call's failure, whose
+    /// status depends on how the call failed ([`Failure::client_status`]).
+    pub fn status(self) -> Option<u16> {
+        match self {
+            ErrorCode::RequiredCallFailed => None,
+            ErrorCode::UnknownField => Some(400),
+            ErrorCode::RequestBodyTooLarge => Some(413),
+            ErrorCode::RequestBodyTimeout => Some(408),
+            ErrorCode::RequestBodyUnavailable => Some(500),
+            ErrorCode::Overload => Some(503),
+        }
+    }
+
+    /// `{"error":{"code":"…", <fields>}}` with the code's status.
+    fn answer(self, fields: serde_json::Map<String, Value>) -> Response {
+        let mut error = serde_json::Map::with_capacity(fields.len() + 1);
+        error.insert("code".to_string(), Value::from(self.as_str()));
+        error.extend(fields);
+        let body = serde_json::json!({ "error": error });
+        client_error(self.status().unwrap_or(500), &body)
+    }
+}
+
+/// 400 for a `?fields=` name that is no call's output key (SPEC §5):
+/// `{"error":{"code":"unknown_field","field":"price","valid":["product",…]}}`.
+pub fn unknown_field(field: &str, valid: &[&str]) -> Response {
+    let mut fields = serde_json::Map::new();
+    fields.insert("field".to_string(), Value::from(field));
+    fields.insert("valid".to_string(), Value::from(valid.to_vec()));
+    ErrorCode::UnknownField.answer(fields)
+}
+
 /// 503 for a route over its `max_inflight`: the client should come back shortly.
 pub fn overload(route: &str) -> Response {
-    let body =
-        serde_json::json!({"error": {"code": "overload", "reason": "overload", "route": route}});
-    let mut response = client_error(503, &body);
+    let mut fields = serde_json::Map::new();
+    fields.insert("reason".to_string(), Value::from("overload"));
+    fields.insert("route".to_string(), Value::from(route));
+    let mut response = ErrorCode::Overload.answer(fields);
     response
         .headers
         .push((Cow::Borrowed("retry-after"), "1".to_string()));
@@ -233,30 +307,30 @@ pub fn overload(route: &str) -> Response {
 /// 413 for a client body larger than the route's `max_body_bytes` (SPEC §3.4):
 /// `{"error":{"code":"request_body_too_large","limit":N}}`, N in bytes.
 pub fn request_body_too_large(limit: u64) -> Response {
-    let body = serde_json::json!({"error": {"code": "request_body_too_large", "limit": limit}});
-    client_error(413, &body)
+    let mut fields = serde_json::Map::new();
+    fields.insert("limit".to_string(), Value::from(limit));
+    ErrorCode::RequestBodyTooLarge.answer(fields)
 }
 
 /// 408 for a client body not complete when the route deadline (`deadline_ms`, counted from
 /// the request headers) passed (SPEC §3.4):
 /// `{"error":{"code":"request_body_timeout","deadline_ms":N}}`.
 pub fn request_body_timeout(deadline_ms: u64) -> Response {
-    let body =
-        serde_json::json!({"error": {"code": "request_body_timeout", "deadline_ms": deadline_ms}});
-    client_error(408, &body)
+    let mut fields = serde_json::Map::new();
+    fields.insert("deadline_ms".to_string(), Value::from(deadline_ms));
+    ErrorCode::RequestBodyTimeout.answer(fields)
 }
 
 /// 500 when Envoy received the client body but never handed it to the filter (the Wasm filter
 /// lacks `allow_on_headers_stop_iteration: true`): `{"error":{"code":"request_body_unavailable"}}`.
 /// The gateway's fault, not the client's; what to fix is logged, not shown to the client.
 pub fn request_body_unavailable() -> Response {
-    let body = serde_json::json!({"error": {"code": "request_body_unavailable"}});
-    client_error(500, &body)
+    ErrorCode::RequestBodyUnavailable.answer(serde_json::Map::new())
 }
 
 /// An error answer that is not about any call (unknown field, client body too large, late or
 /// unavailable), with `content-type: application/json` and `cache-control: no-store`.
-pub fn client_error(status: u16, body: &Value) -> Response {
+fn client_error(status: u16, body: &Value) -> Response {
     Response {
         status,
         headers: vec![
@@ -283,7 +357,9 @@ pub fn required_failure(
         Some(upstream) if (400..500).contains(&status) => upstream.to_vec(),
         _ => {
             let mut body = Vec::with_capacity(128);
-            body.extend_from_slice(br#"{"error":{"code":"required_call_failed","call":"#);
+            body.extend_from_slice(br#"{"error":{"code":"#);
+            meta::push_string(&mut body, ErrorCode::RequiredCallFailed.as_str());
+            body.extend_from_slice(br#","call":"#);
             meta::push_string(&mut body, call);
             body.push(b',');
             write_failure_fields(&mut body, failure, shape.expose_errors);
