@@ -20,7 +20,7 @@
     clippy::indexing_slicing
 )]
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use gateway_aggregator::gather::{Action, ClientRequest, Event, Gather};
 use gateway_aggregator::plan::Plan;
 use gateway_aggregator::resilience::MemoryStore;
@@ -187,4 +187,39 @@ criterion_group! {
         .measurement_time(Duration::from_secs(2));
     targets = core
 }
-criterion_main!(benches);
+
+/// `CORE_COUNT=<variant>:<requests>` runs that many requests of one variant without timing
+/// them, for an instruction count that does not depend on how busy the machine is:
+/// `valgrind --tool=callgrind` once with N requests and once with 0, and the difference over N
+/// is the instructions per request (`scripts/core-instructions.sh` does this for every variant).
+fn count(spec: &str) {
+    let (variant, requests) = spec.split_once(':').expect("CORE_COUNT=<variant>:<requests>");
+    let requests: usize = requests.parse().expect("a number of requests");
+    let fixture = match variant {
+        "nested" => Fixture::new("", ""),
+        "merge" => Fixture::new(r#","response":{"layout":"merge"}"#, ""),
+        "merge_shaped" => Fixture::new(
+            r#","response":{"layout":"merge","derive":{"summary.items":{"count":"a_items"},"summary.max_price":{"max":"b_items[*].price"}}}"#,
+            r#","omit":["internal"],"rename":{"updated_at":"meta.updated"}"#,
+        ),
+        other => panic!("unknown variant {other}"),
+    };
+    let store = MemoryStore::default();
+    // The bodies are copied before the requests, as in the timed benchmark.
+    let inputs: Vec<Vec<Vec<u8>>> = (0..requests).map(|_| fixture.bodies.clone()).collect();
+    let mut bytes = 0;
+    for bodies in inputs {
+        bytes += black_box(fixture.request(&store, bodies)).len();
+    }
+    println!("{variant}: {requests} requests, {bytes} bytes answered");
+}
+
+fn main() {
+    match std::env::var("CORE_COUNT") {
+        Ok(spec) => count(&spec),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}
