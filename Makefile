@@ -12,7 +12,7 @@ WASM := target/$(WASM_TARGET)/release/gateway_aggregator.wasm
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all setup build test unit integration validate demo-selftest wasm-smoke fuzz fuzz-smoke lint run clean oci bench bench-core profile-wasm
+.PHONY: all setup build test unit integration validate demo-selftest wasm-smoke fuzz fuzz-smoke lint run clean oci bench bench-peers bench-core profile-wasm
 
 all: build
 
@@ -74,10 +74,23 @@ lint: setup
 run: build
 	./scripts/run-demo.sh
 
-## bench: gateway benchmark (filter vs plain Envoy, Node.js BFF, Envoy Lua) -> BENCHMARKS.md
+## bench: gateway benchmark (the filter vs the floor filter, plain Envoy, Envoy Lua, Node.js and
+##        Rust BFFs alone and behind Envoy, nginx + njs) -> BENCHMARKS.md
 ##        QUICK=1 for 2 s runs; DURATION=N, ROUNDS=N (see benches/README.md)
-bench: build
+bench: build bench-peers
 	$(PYTHON) benches/run.py
+
+## bench-peers: what `make bench` compares the filter with and builds from source (their own
+##              crates and Cargo.lock files, not members of the filter's; never built by
+##              `make test`): the floor filter (.wasm, exports stripped as the filter's are)
+##              and the Rust BFF, into target/bench-peers/
+BENCH_PEERS := target/bench-peers
+bench-peers: setup
+	$(CARGO) build --locked --release --target $(WASM_TARGET) \
+		--manifest-path benches/floor/Cargo.toml --target-dir $(BENCH_PEERS)
+	$(PYTHON) scripts/strip-exports.py $(BENCH_PEERS)/$(WASM_TARGET)/release/bench_floor.wasm
+	$(CARGO) build --locked --release \
+		--manifest-path benches/bff-rust/Cargo.toml --target-dir $(BENCH_PEERS)
 
 ## bench-core: criterion micro-benchmark of the per-request core (native)
 bench-core:

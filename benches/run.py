@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""The gateway benchmark (`make bench`): the filter against plain Envoy, a Node.js BFF and an
-Envoy Lua filter, side by side in one run, same upstreams, same load generator (wrk).
+"""The gateway benchmark (`make bench`): the filter against the floor under it, plain Envoy, the
+peers users compare it with (Envoy Lua, a Node.js BFF and a compiled BFF, each alone and
+behind an Envoy hop, nginx + njs), side by side in one run, same upstreams, same load
+generator (wrk).
 
 Started here, stopped here (by pid, also on Ctrl-C and on errors):
   upstreams     benches/envoy/upstreams.yaml       Envoy --concurrency 2, ports 18101..18104
@@ -11,20 +13,34 @@ Started here, stopped here (by pid, also on Ctrl-C and on errors):
   filter-h2     gateway-filter.yaml, HTTP/2 to a..d Envoy --concurrency 1, port 18006
   plain-h2      gateway-plain.yaml, HTTP/2 to a     Envoy --concurrency 1, port 18007
                 (both derived at run time: the same configs with the clusters speaking HTTP/2)
+  floor         benches/floor/gateway-floor.yaml   Envoy --concurrency 1, ports 18008 (/0ms),
+                                                   18009 (/delay): the bare dispatch-only filter
+  hop           benches/envoy/gateway-hop.yaml     Envoy --concurrency 1, a plain route in front
+                                                   of a BFF: 18010 -> node, 18011 -> rust-bff
+  rust-bff      benches/bff-rust (hyper + tokio)   one thread, port 18012
+  nginx         benches/nginx/nginx.conf + agg.js  master + one worker, port 18013 (skipped,
+                                                   with a note, when nginx/njs cannot be had)
+The floor's .wasm and the Rust BFF are built by `make bench` (target/bench-peers/); wrk and,
+for the nginx row, Debian's nginx and libnginx-mod-http-js are installed with apt-get when
+missing and running as root.
 
-Scenarios (wrk -t1 --latency, every row warmed up first):
-  a  upstreams at 0 ms: throughput at saturation (-c32)
-  b  upstreams at 20/40/60/80 ms: latency at moderate load (-c8), added over the 80 ms floor
+Scenarios (wrk -t1 --latency, every row warmed up first, rows interleaved in every round):
+  a  upstreams at 0 ms: throughput and CPU per aggregation at saturation (-c32)
+  b  upstreams at 20/40/60/80 ms: latency at moderate load (-c8), against plain Envoy to the
+     slowest upstream (d) and d measured directly
   c  call d takes 1000 ms and times out at 200 ms (-c8): answer time against the timeout
 
-Writes BENCHMARKS.md (keeping its "## Notes" section) and prints the ratios with their targets.
+CPU per request is summed over every process in the request path (a deployment row counts the
+Envoy hop and the BFF), from /proc. Writes BENCHMARKS.md (keeping its "## Notes" section) and
+prints the ratios with their targets (issue 14).
 
 Environment:
   DURATION=10     seconds per measured run       QUICK=1        2 s runs, 1 s warm-ups
   WARMUP=2        seconds of warm-up per run     ROUNDS=1       interleaved rounds (median)
   SCENARIOS=a,b,c scenarios to run               OUTPUT=BENCHMARKS.md  report ("-": none)
   CONNECTIONS_A=32, CONNECTIONS_B=8, CONNECTIONS_C=8, WRK_THREADS=1
-  ENVOY_BIN (default .venv/bin/envoy), NODE_BIN (default node), KEEP_LOGS=1 keeps the logs,
+  ENVOY_BIN (default .venv/bin/envoy), NODE_BIN (default node), NGINX_BIN (default nginx;
+  NGINX_BIN=none skips the nginx row), KEEP_LOGS=1 keeps the logs,
   CORE=1 also runs the criterion micro-benchmark (cargo bench --bench core) into the report,
   STRICT=1 exits 3 when a target is missed.
 Exit status: 0 every scenario ran clean; 1 a scenario failed (non-2xx, socket errors, a wrong
@@ -46,6 +62,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,21 +82,40 @@ NODE_PORT = 18004
 LUA_PORT, LUA_ADMIN = 18005, 18095
 FILTER_H2_PORT, FILTER_H2_ADMIN = 18006, 18096
 PLAIN_H2_PORT, PLAIN_H2_ADMIN = 18007, 18097
+FLOOR_PORT, FLOOR_DELAY_PORT, FLOOR_ADMIN = 18008, 18009, 18098
+HOP_NODE_PORT, HOP_RUST_PORT, HOP_ADMIN = 18010, 18011, 18099
+RUST_BFF_PORT = 18012
+NGINX_PORT = 18013
 ALL_PORTS = [*UPSTREAM_PORTS.values(), UPSTREAM_ADMIN, FILTER_PORT, FILTER_ADMIN, PLAIN_PORT,
              PLAIN_ADMIN, NODE_PORT, LUA_PORT, LUA_ADMIN, FILTER_H2_PORT, FILTER_H2_ADMIN,
-             PLAIN_H2_PORT, PLAIN_H2_ADMIN]
+             PLAIN_H2_PORT, PLAIN_H2_ADMIN, FLOOR_PORT, FLOOR_DELAY_PORT, FLOOR_ADMIN,
+             HOP_NODE_PORT, HOP_RUST_PORT, HOP_ADMIN, RUST_BFF_PORT, NGINX_PORT]
+
+# The peers `make bench` builds (benches/floor, benches/bff-rust).
+PEERS_DIR = ROOT / "target/bench-peers"
+FLOOR_WASM = PEERS_DIR / "wasm32-wasip1/release/bench_floor.wasm"
+RUST_BFF = PEERS_DIR / "release/bench-bff"
+NJS_MODULES = [Path("/usr/lib/nginx/modules/ngx_http_js_module.so"),
+               Path("/usr/share/nginx/modules/ngx_http_js_module.so")]
+
+# Who each process is in the report.
+PROCESS_LABELS = {"filter": "Envoy + filter", "plain": "Envoy", "lua": "Envoy + Lua",
+                  "filter-h2": "Envoy + filter", "plain-h2": "Envoy", "floor": "Envoy + floor",
+                  "hop": "Envoy hop", "node": "Node", "rust-bff": "Rust BFF", "nginx": "nginx"}
 
 SLOWEST_MS = 80.0  # scenario b: the slowest upstream (d)
 CALL_TIMEOUT_MS = 200  # scenario c: call d's timeout (as in gateway-filter.yaml, bff.js, gateway-lua.yaml)
 READY_TIMEOUT_S = 60.0
 
-# Targets (from the issue).
-TARGET_EXCHANGE = 0.85
-TARGET_VS_NODE = 1.6
-TARGET_PASSTHROUGH = 0.85
-TARGET_ADDED_P50_MS = 1.5
-TARGET_ADDED_P99_MS = 3.0
-TARGET_WASM_BYTES = 500_000  # 500 KB
+# Targets (issue 14; they replace issue 7's). Each is computed per interleaved round and the
+# median over rounds is reported.
+TARGET_VS_FLOOR = 1.08  # ours / floor, CPU per aggregation: at most
+TARGET_VS_LUA = 1.00  # ours / Envoy Lua, CPU per aggregation: at most
+TARGET_EXCHANGE = 0.62  # (ours req/s x 5) / (plain req/s x 2): at least
+TARGET_NODE_HOP = 1.5  # (Envoy hop + Node) / ours, CPU per aggregation: at least
+TARGET_PASSTHROUGH = 0.85  # pass-through req/s / plain req/s: at least
+TARGET_ADDED_P50_MS = 0.5  # scenario b: ours p50 - plain Envoy to d p50: at most
+WASM_BYTES_ISSUE_7 = 500_000  # issue 7's size limit, reported for information
 
 
 # ---------------------------------------------------------------------------- settings
@@ -131,6 +167,7 @@ STRICT = os.environ.get("STRICT", "") not in ("", "0")
 CORE = os.environ.get("CORE", "") not in ("", "0")
 ENVOY_BIN = os.environ.get("ENVOY_BIN") or str(ROOT / ".venv/bin/envoy")
 NODE_BIN = os.environ.get("NODE_BIN") or "node"
+NGINX_BIN = os.environ.get("NGINX_BIN") or "nginx"
 
 
 # ---------------------------------------------------------------------------- processes
@@ -166,9 +203,22 @@ class Processes:
                 tail(proc)
                 die(f"{proc.name} (pid {proc.popen.pid}) exited with status {proc.popen.returncode}")
 
+    def stop(self, proc: Proc) -> None:
+        """Stops a process by pid, and then, by pid, any of its children still alive (nginx's
+        worker, should its master not have stopped it)."""
+        children = descendants(proc.popen.pid)
+        stop(proc.popen)
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if proc in self.procs:
+            self.procs.remove(proc)
+
     def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            stop(proc.popen)
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
         self.procs.clear()
 
 
@@ -203,6 +253,27 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat[stat.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids of a process's children, their children, ... alive now (from /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    if int(child) not in found:
+                        found.append(int(child))
+                        todo.append(int(child))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its descendants alive now (nginx's master and worker)."""
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in descendants(pid))
 
 
 def machine_busy_seconds() -> float:
@@ -273,17 +344,27 @@ def envoy_argv(config: str, concurrency: int) -> list[str]:
 
 # ---------------------------------------------------------------------------- preconditions
 
+def apt_install(packages: list[str]) -> bool:
+    """apt-get install, when running as root on a machine that has it; an `apt-get update`
+    and a second try when the first fails. True when apt-get succeeded."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return False
+    say(f"installing the Debian package(s) {' '.join(packages)} (apt-get install -y)...")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT, "env": env}
+    if subprocess.run(["apt-get", "install", "-y", *packages], **quiet).returncode == 0:
+        return True
+    subprocess.run(["apt-get", "update"], **quiet)
+    return subprocess.run(["apt-get", "install", "-y", *packages], **quiet).returncode == 0
+
+
 def find_wrk() -> str:
     wrk = shutil.which("wrk")
     if wrk:
         return wrk
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        say("wrk not found: installing the Debian package (apt-get install -y wrk)...")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT, "env": env}
-        if subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet).returncode != 0:
-            subprocess.run(["apt-get", "update"], **quiet)
-            subprocess.run(["apt-get", "install", "-y", "wrk"], **quiet)
+        say("wrk not found.")
+        apt_install(["wrk"])
         wrk = shutil.which("wrk")
         if wrk:
             return wrk
@@ -292,9 +373,51 @@ def find_wrk() -> str:
         "'sudo apt-get install wrk' (Debian/Ubuntu) or 'brew install wrk', and retry.", 2)
 
 
-def preconditions() -> tuple[str, str]:
+@dataclass
+class Nginx:
+    """The nginx + njs peer: where it is, or why it is skipped."""
+    binary: str = ""
+    module: str = ""
+    skipped: str = ""
+
+
+def find_nginx() -> Nginx:
+    """nginx and its njs module (Debian's nginx and libnginx-mod-http-js), installed with
+    apt-get when missing. Never fatal: the nginx row is for information and is skipped, with
+    the reason in the report, where they cannot be had."""
+    if NGINX_BIN == "none":
+        return Nginx(skipped="skipped: NGINX_BIN=none")
+
+    def located() -> Nginx | None:
+        binary = NGINX_BIN if "/" in NGINX_BIN else (shutil.which(NGINX_BIN) or "")
+        module = next((m for m in NJS_MODULES if m.is_file()), None)
+        if binary and os.access(binary, os.X_OK) and module:
+            return Nginx(binary, str(module))
+        return None
+
+    found = located()
+    if found:
+        return found
+    if apt_install(["nginx", "libnginx-mod-http-js"]):
+        found = located()
+        if found:
+            return found
+        return Nginx(skipped="skipped: apt-get installed nginx and libnginx-mod-http-js, but "
+                     f"{NGINX_BIN!r} or ngx_http_js_module.so is still not found")
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        return Nginx(skipped="skipped: 'apt-get install nginx libnginx-mod-http-js' failed")
+    return Nginx(skipped="skipped: nginx with the njs module is not installed and could not be "
+                 "installed here (needs root and apt-get: Debian's nginx and "
+                 "libnginx-mod-http-js)")
+
+
+def preconditions() -> tuple[str, str, Nginx]:
     if not WASM.is_file():
         die(f"{WASM.relative_to(ROOT)} not found: run 'make build' first", 2)
+    for built in (FLOOR_WASM, RUST_BFF):
+        if not built.is_file():
+            die(f"{built.relative_to(ROOT)} not found: run 'make bench' (it builds the floor "
+                "filter and the Rust BFF; 'make bench-peers' builds only them)", 2)
     envoy = ENVOY_BIN if "/" in ENVOY_BIN else (shutil.which(ENVOY_BIN) or "")
     if not (envoy and os.access(envoy, os.X_OK)):
         die(f"Envoy not found at {ENVOY_BIN!r}: run 'make setup' (or set ENVOY_BIN)", 2)
@@ -306,7 +429,10 @@ def preconditions() -> tuple[str, str]:
     if busy:
         die(f"port(s) {', '.join(map(str, busy))} on {HOST} already in use (another benchmark "
             "still running?). Find the owner with 'ss -ltnp', stop it, and retry.", 2)
-    return node, wrk
+    nginx = find_nginx()
+    if nginx.skipped:
+        say(f"nginx + njs row {nginx.skipped}")
+    return node, wrk, nginx
 
 
 def version(argv: list[str]) -> str:
@@ -318,7 +444,7 @@ def version(argv: list[str]) -> str:
     return text[0].strip() if text else "unknown"
 
 
-def machine_info(node: str, wrk: str) -> dict[str, str]:
+def machine_info(node: str, wrk: str, nginx: Nginx) -> dict[str, str]:
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -343,6 +469,10 @@ def machine_info(node: str, wrk: str) -> dict[str, str]:
         "envoy": envoy,
         "node": version([node, "--version"]),
         "wrk": version([wrk, "--version"]).split(" Copyright")[0],
+        "nginx": nginx.skipped or (
+            version([nginx.binary, "-v"]).split("version:", 1)[-1].strip() + ", njs "
+            + version(["dpkg-query", "-W", "-f=${Version}", "libnginx-mod-http-js"])),
+        "rustc": version(["rustc", "--version"]),
         "python": platform.python_version(),
         "commit": commit + (" (with uncommitted changes in src/ or Cargo.toml)" if dirty else ""),
         "loadavg": " ".join(load),
@@ -394,9 +524,12 @@ class Row:
     port: int
     path: str
     expect: str
-    cpu_of: str  # name of the process whose CPU is the gateway's ("" for none)
+    # The processes in the request path (names in start_all's pids) whose CPU is counted:
+    # one gateway, or the Envoy hop and the BFF behind it; () for a reference row.
+    cpu: tuple[str, ...]
     floor_ms: float = 0.0
     reference: bool = False  # not a gateway: a reference row
+    kind: str = "gateway"  # "gateway", "floor", "deployment", "information", "peer" (report column)
 
 
 @dataclass
@@ -411,7 +544,9 @@ class Result:
     up_cpu: float = 0.0
     wrk_cpu: float = 0.0
     busy: float = 0.0  # the whole machine, in cores
+    parts: dict[str, float] = field(default_factory=dict)  # gw_cpu by process
     problems: list[str] = field(default_factory=list)
+    skipped: str = ""  # why the row did not run (a peer that could not be had)
 
     @property
     def gw_us_per_req(self) -> float:
@@ -476,8 +611,8 @@ def measure(procs: Processes, wrk: str, row: Row, connections: int, pids: dict[s
     if WARMUP > 0:
         run_wrk(procs, wrk_argv(wrk, connections, WARMUP, url), WARMUP + 30)
     procs.check_alive()
-    gw_pid, up_pid = pids.get(row.cpu_of), pids["upstreams"]
-    gw0 = cpu_seconds(gw_pid) if gw_pid else 0.0
+    gw_pids, up_pid = {name: pids[name] for name in row.cpu}, pids["upstreams"]
+    gw0 = {name: tree_cpu_seconds(pid) for name, pid in gw_pids.items()}
     up0 = cpu_seconds(up_pid)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0 = machine_busy_seconds()
@@ -487,8 +622,8 @@ def measure(procs: Processes, wrk: str, row: Row, connections: int, pids: dict[s
     busy1 = machine_busy_seconds()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = parse_wrk(out)
-    if gw_pid:
-        result.gw_cpu = (cpu_seconds(gw_pid) - gw0) / wall
+    result.parts = {name: (tree_cpu_seconds(pid) - gw0[name]) / wall for name, pid in gw_pids.items()}
+    result.gw_cpu = sum(result.parts.values())
     result.up_cpu = (cpu_seconds(up_pid) - up0) / wall
     result.busy = (busy1 - busy0) / wall
     result.wrk_cpu = ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) / wall
@@ -516,7 +651,7 @@ def median_result(results: list[Result], by: str) -> Result:
         non_2xx=sum(r.non_2xx for r in results),
         socket_errors=sum(r.socket_errors for r in results),
         gw_cpu=median.gw_cpu, up_cpu=median.up_cpu, wrk_cpu=median.wrk_cpu, busy=median.busy,
-        problems=[p for r in results for p in r.problems],
+        parts=median.parts, problems=[p for r in results for p in r.problems],
     )
 
 
@@ -530,36 +665,61 @@ SCENARIO_TITLES = {
 
 
 def scenario_rows(scenario: str) -> list[Row]:
+    """The rows of a scenario, in the order they run in every round."""
     if scenario == "a":
         return [
-            Row("fanout", "filter, fan-out x4", FILTER_PORT, "/agg", "aggregate", "filter"),
-            Row("plain", "plain Envoy proxy, 1 call", PLAIN_PORT, "/plain/0ms", "single", "plain"),
-            Row("pass", "filter installed, pass-through", FILTER_PORT, "/plain/0ms", "single", "filter"),
-            Row("node", "Node.js BFF, fan-out x4", NODE_PORT, "/agg", "aggregate", "node"),
-            Row("lua", "Envoy Lua, 4 sequential calls", LUA_PORT, "/agg", "aggregate", "lua"),
+            Row("fanout", "filter, fan-out x4", FILTER_PORT, "/agg", "aggregate", ("filter",)),
+            Row("floor", "floor: bare dispatch-only filter, x4", FLOOR_PORT, "/agg", "aggregate",
+                ("floor",), kind="floor"),
+            Row("plain", "plain Envoy proxy, 1 call", PLAIN_PORT, "/plain/0ms", "single", ("plain",)),
+            Row("pass", "filter installed, pass-through", FILTER_PORT, "/plain/0ms", "single",
+                ("filter",)),
+            Row("lua", "Envoy Lua, 4 sequential calls", LUA_PORT, "/agg", "aggregate", ("lua",)),
+            Row("node_hop", "Envoy -> Node.js BFF", HOP_NODE_PORT, "/agg", "aggregate",
+                ("hop", "node"), kind="deployment"),
+            Row("rust_hop", "Envoy -> Rust BFF", HOP_RUST_PORT, "/agg", "aggregate",
+                ("hop", "rust-bff"), kind="deployment"),
+            Row("node", "Node.js BFF alone", NODE_PORT, "/agg", "aggregate", ("node",),
+                kind="information"),
+            Row("rust", "Rust BFF alone (hyper, 1 thread)", RUST_BFF_PORT, "/agg", "aggregate",
+                ("rust-bff",), kind="information"),
+            Row("nginx", "nginx + njs subrequests", NGINX_PORT, "/agg", "aggregate", ("nginx",),
+                kind="information"),
             Row("fanout_h2", "filter, fan-out x4, HTTP/2 upstreams", FILTER_H2_PORT, "/agg",
-                "aggregate", "filter-h2"),
+                "aggregate", ("filter-h2",), kind="information"),
             Row("plain_h2", "plain Envoy proxy, HTTP/2 upstream", PLAIN_H2_PORT, "/plain/0ms",
-                "single", "plain-h2"),
+                "single", ("plain-h2",), kind="information"),
             Row("direct", "upstream a directly (reference)", UPSTREAM_PORTS["a"], "/0ms", "single",
-                "", reference=True),
+                (), reference=True),
         ]
     if scenario == "b":
         return [
-            Row("fanout", "filter, fan-out x4", FILTER_PORT, "/agg/delay", "aggregate", "filter", 80),
-            Row("plain", "plain Envoy proxy, 1 call (a)", PLAIN_PORT, "/plain/delay", "single", "plain", 20),
+            Row("fanout", "filter, fan-out x4", FILTER_PORT, "/agg/delay", "aggregate", ("filter",), 80),
+            Row("plain_d", "plain Envoy proxy to d (the slowest)", PLAIN_PORT, "/d/delay",
+                "single-d", ("plain",), 80),
+            Row("floor", "floor: bare dispatch-only filter, x4", FLOOR_DELAY_PORT, "/agg/delay",
+                "aggregate", ("floor",), 80, kind="floor"),
+            Row("lua", "Envoy Lua, 4 sequential calls", LUA_PORT, "/agg/delay", "aggregate",
+                ("lua",), 80),
+            Row("node_hop", "Envoy -> Node.js BFF", HOP_NODE_PORT, "/agg/delay", "aggregate",
+                ("hop", "node"), 80, kind="deployment"),
+            Row("node", "Node.js BFF alone", NODE_PORT, "/agg/delay", "aggregate", ("node",), 80,
+                kind="information"),
+            Row("plain", "plain Envoy proxy, 1 call (a)", PLAIN_PORT, "/plain/delay", "single",
+                ("plain",), 20),
             Row("pass", "filter installed, pass-through (a)", FILTER_PORT, "/plain/delay", "single",
-                "filter", 20),
-            Row("node", "Node.js BFF, fan-out x4", NODE_PORT, "/agg/delay", "aggregate", "node", 80),
-            Row("lua", "Envoy Lua, 4 sequential calls", LUA_PORT, "/agg/delay", "aggregate", "lua", 80),
+                ("filter",), 20),
             Row("direct", "upstream d directly (reference)", UPSTREAM_PORTS["d"], "/delay", "single-d",
-                "", 80, reference=True),
+                (), 80, reference=True),
         ]
     if scenario == "c":
         return [
-            Row("fanout", "filter, fan-out x4", FILTER_PORT, "/agg/timeout", "timeout", "filter", CALL_TIMEOUT_MS),
-            Row("node", "Node.js BFF, fan-out x4", NODE_PORT, "/agg/timeout", "timeout", "node", CALL_TIMEOUT_MS),
-            Row("lua", "Envoy Lua, 4 sequential calls", LUA_PORT, "/agg/timeout", "timeout", "lua", CALL_TIMEOUT_MS),
+            Row("fanout", "filter, fan-out x4", FILTER_PORT, "/agg/timeout", "timeout", ("filter",),
+                CALL_TIMEOUT_MS),
+            Row("node", "Node.js BFF alone", NODE_PORT, "/agg/timeout", "timeout", ("node",),
+                CALL_TIMEOUT_MS, kind="peer"),
+            Row("lua", "Envoy Lua, 4 sequential calls", LUA_PORT, "/agg/timeout", "timeout", ("lua",),
+                CALL_TIMEOUT_MS),
         ]
     die(f"unknown scenario {scenario!r} in SCENARIOS (use a, b, c)", 2)
 
@@ -572,13 +732,24 @@ def pct(value: float) -> str:
     return f"{value * 100:.0f}%"
 
 
+def cpu_parts(r: Result, scenario: str) -> str:
+    """'Envoy hop 31% + Node 64%', or in µs per request in scenario a."""
+    if scenario == "a" and r.rps:
+        return " + ".join(f"{PROCESS_LABELS.get(n, n)} {c * 1e6 / r.rps:.0f}" for n, c in r.parts.items())
+    return " + ".join(f"{PROCESS_LABELS.get(n, n)} {pct(c)}" for n, c in r.parts.items())
+
+
 def console_line(row: Row, r: Result, scenario: str) -> str:
+    if r.skipped:
+        return f"  {row.label:<37} {r.skipped}"
     text = (f"  {row.label:<37} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:>8.2f} ms  "
             f"p99 {r.p99_ms:>8.2f} ms")
     if scenario in ("b", "c"):
         text += f"  (+{r.p50_ms - row.floor_ms:.2f} / +{r.p99_ms - row.floor_ms:.2f} ms over {row.floor_ms:g})"
-    if row.cpu_of:
-        text += f"  cpu: gw {pct(r.gw_cpu)}" + (f" ({r.gw_us_per_req:.0f} µs/req)" if scenario == "a" else "")
+    if row.cpu:
+        text += f"  cpu: path {pct(r.gw_cpu)}" + (f" ({r.gw_us_per_req:.0f} µs/req)" if scenario == "a" else "")
+        if len(row.cpu) > 1:
+            text += f" [{cpu_parts(r, scenario)}]"
     else:
         text += "  cpu:"
     text += f" up {pct(r.up_cpu)} wrk {pct(r.wrk_cpu)} other {pct(r.other_cpu)}"
@@ -587,13 +758,26 @@ def console_line(row: Row, r: Result, scenario: str) -> str:
     return text
 
 
-def run_scenario(procs: Processes, wrk: str, scenario: str, pids: dict[str, int]) -> dict[str, Result]:
+@dataclass
+class ScenarioResults:
+    median: dict[str, Result]  # per row: its median run (by req/s in a, by p50 in b and c)
+    runs: dict[str, list[Result]]  # per row: every round's run, in round order
+
+
+def run_scenario(procs: Processes, wrk: str, scenario: str, pids: dict[str, int],
+                 skips: dict[str, str]) -> ScenarioResults:
     rows = scenario_rows(scenario)
     connections = CONNECTIONS[scenario]
     say(f"\n{SCENARIO_TITLES[scenario]}: wrk -t{min(WRK_THREADS, connections)} -c{connections} "
         f"-d{DURATION:g}s --latency" + (f", {ROUNDS} rounds (median run)" if ROUNDS > 1 else ""))
     failures: dict[str, list[str]] = {}
+    skipped: dict[str, str] = {}
     for row in rows:
+        missing = [name for name in row.cpu if name not in pids]
+        if missing:
+            skipped[row.key] = "; ".join(skips.get(name, f"{name}: not started") for name in missing)
+            say(f"  {row.label:<37} {skipped[row.key]}")
+            continue
         problem = check_json(row.port, row.path, row.expect)
         if problem:
             failures[row.key] = [f"wrong answer before the run: {problem}"]
@@ -603,14 +787,16 @@ def run_scenario(procs: Processes, wrk: str, scenario: str, pids: dict[str, int]
         if ROUNDS > 1:
             say(f" round {round_no + 1}/{ROUNDS}")
         for row in rows:
-            if row.key in failures:
+            if row.key in failures or row.key in skipped:
                 continue
             r = measure(procs, wrk, row, connections, pids)
             runs[row.key].append(r)
             say(console_line(row, r, scenario))
     results = {}
     for row in rows:
-        if row.key in failures:
+        if row.key in skipped:
+            results[row.key] = Result(skipped=skipped[row.key])
+        elif row.key in failures:
             results[row.key] = Result(problems=failures[row.key])
         else:
             results[row.key] = median_result(runs[row.key], "rps" if scenario == "a" else "p50_ms")
@@ -618,7 +804,7 @@ def run_scenario(procs: Processes, wrk: str, scenario: str, pids: dict[str, int]
         say(" median:")
         for row in rows:
             say(console_line(row, results[row.key], scenario))
-    return results
+    return ScenarioResults(results, runs)
 
 
 # ---------------------------------------------------------------------------- ratios
@@ -627,73 +813,150 @@ def run_scenario(procs: Processes, wrk: str, scenario: str, pids: dict[str, int]
 class Ratio:
     name: str
     formula: str
-    value: float | None
-    target: str
+    value: float | None  # the median over the interleaved rounds
+    target: str  # "" for a ratio reported for information
     ok: bool | None
     extra: str = ""
+    unit: str = ""  # "", "ms" or "KB"
+    rounds: list[float] = field(default_factory=list)
 
     def verdict(self) -> str:
+        if not self.target:
+            return "info"
         if self.ok is None:
             return "n/a"
         return "PASS" if self.ok else "MISS"
 
 
-def ratios(all_results: dict[str, dict[str, Result]], wasm_bytes: int) -> list[Ratio]:
-    def get(scenario: str, key: str) -> Result | None:
-        r = all_results.get(scenario, {}).get(key)
-        return r if r and not r.problems and r.rps > 0 else None
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
-    def throughput(name: str, formula: str, num: str, den: str, scale: float, target: float) -> Ratio:
-        """num req/s / den req/s x scale; also from CPU per request (den's over num's)."""
-        n, d = get("a", num), get("a", den)
-        if not (n and d):
-            return Ratio(name, formula, None, f">= {target}", None)
-        value = n.rps / d.rps * scale
-        extra = ""
-        if n.gw_cpu and d.gw_cpu:
-            extra = f"per gateway CPU-second: {d.gw_us_per_req / n.gw_us_per_req * scale:.2f}"
-        return Ratio(name, formula, value, f">= {target}", value >= target, extra)
 
-    out = [
-        throughput("exchange efficiency", "(fan-out x4 req/s x 5) / (plain req/s x 2)",
-                   "fanout", "plain", 5 / 2, TARGET_EXCHANGE),
-        throughput("fan-out vs Node.js BFF", "fan-out x4 req/s / Node BFF req/s",
-                   "fanout", "node", 1.0, TARGET_VS_NODE),
-        throughput("pass-through vs plain", "pass-through req/s / plain req/s",
-                   "pass", "plain", 1.0, TARGET_PASSTHROUGH),
-        throughput("exchange efficiency, HTTP/2 upstreams",
-                   "(fan-out x4 h2 req/s x 5) / (plain h2 req/s x 2)",
-                   "fanout_h2", "plain_h2", 5 / 2, TARGET_EXCHANGE),
-    ]
-    lat, direct = get("b", "fanout"), get("b", "direct")
-    for pname, target in (("p50", TARGET_ADDED_P50_MS), ("p99", TARGET_ADDED_P99_MS)):
-        name = f"added {pname} latency (scenario b)"
-        formula = f"fan-out x4 {pname} - {SLOWEST_MS:g} ms (slowest upstream)"
-        if not lat:
-            out.append(Ratio(name, formula, None, f"<= {target} ms", None))
+def per_round(all_results: dict[str, ScenarioResults], scenario: str, keys: tuple[str, ...],
+              fn) -> list[float]:
+    """fn(run of keys[0], run of keys[1], ...) for every round in which all of them ran clean."""
+    sr = all_results.get(scenario)
+    if not sr:
+        return []
+    lists = [sr.runs.get(k, []) for k in keys]
+    out = []
+    for i in range(min(len(runs) for runs in lists)):
+        rs = [runs[i] for runs in lists]
+        if any(r.problems or not r.rps for r in rs):
             continue
-        attr = f"{pname}_ms"
-        value = getattr(lat, attr) - SLOWEST_MS
-        extra = ""
-        if direct:
-            over_direct = getattr(lat, attr) - getattr(direct, attr)
-            extra = (f"over upstream d measured directly: {over_direct:+.2f} ms "
-                     f"({'PASS' if over_direct <= target else 'MISS'})")
-        out.append(Ratio(name, formula, value, f"<= {target} ms", value <= target, extra))
-    out.append(Ratio(".wasm size", str(WASM.relative_to(ROOT)), wasm_bytes / 1000,
-                     f"<= {TARGET_WASM_BYTES // 1000} KB", wasm_bytes <= TARGET_WASM_BYTES,
-                     f"{wasm_bytes:,} bytes"))
+        value = fn(*rs)
+        if value is not None:
+            out.append(value)
+    return out
+
+
+def us(r: Result) -> float | None:
+    """CPU µs per request over the request path; None when no CPU was counted."""
+    return r.gw_us_per_req if r.gw_cpu else None
+
+
+def cpu_ratio(n: Result, d: Result) -> float | None:
+    a, b = us(n), us(d)
+    return a / b if a and b else None
+
+
+def ratios(all_results: dict[str, ScenarioResults], wasm_bytes: int) -> list[Ratio]:
+    def get(scenario: str, key: str) -> Result | None:
+        r = all_results[scenario].median.get(key) if scenario in all_results else None
+        return r if r and not r.problems and not r.skipped and r.rps > 0 else None
+
+    def ratio(name: str, formula: str, scenario: str, keys: tuple[str, ...], fn, target: str = "",
+              check=None, extra: str = "", unit: str = "") -> Ratio:
+        rounds = per_round(all_results, scenario, keys, fn)
+        value = median(rounds)
+        ok = check(value) if (check and value is not None) else None
+        return Ratio(name, formula, value, target, ok, extra, unit, rounds)
+
+    def also(scenario: str, keys: tuple[str, ...], fn, text: str) -> str:
+        value = median(per_round(all_results, scenario, keys, fn))
+        return text.format(value) if value is not None else ""
+
+    def parts_us(key: str) -> str:
+        r = get("a", key)
+        return cpu_parts(r, "a") + " µs" if r else ""
+
+    exchange = lambda n, d: n.rps * 5 / (d.rps * 2)  # noqa: E731
+    exchange_cpu = lambda n, d: d.gw_us_per_req * 5 / (n.gw_us_per_req * 2) if n.gw_cpu and d.gw_cpu else None  # noqa: E731
+    out = [
+        ratio("ours / floor, CPU", "filter x4 CPU µs / floor x4 CPU µs (scenario a)", "a",
+              ("fanout", "floor"), cpu_ratio, f"<= {TARGET_VS_FLOOR:.2f}",
+              lambda v: v <= TARGET_VS_FLOOR,
+              also("a", ("floor", "fanout"), lambda f, o: f.rps / o.rps,
+                   "by req/s: floor / ours {:.2f}")),
+        ratio("ours / Envoy Lua, CPU", "filter x4 CPU µs / Lua x4 CPU µs (scenario a)", "a",
+              ("fanout", "lua"), cpu_ratio, f"<= {TARGET_VS_LUA:.2f}", lambda v: v <= TARGET_VS_LUA,
+              also("b", ("lua", "fanout"), lambda lua, o: lua.p50_ms - o.p50_ms,
+                   "Lua answers {:+.1f} ms later at p50 (scenario b: the sum of its calls)")),
+        ratio("exchange efficiency", "(filter x4 req/s x 5) / (plain req/s x 2)", "a",
+              ("fanout", "plain"), exchange, f">= {TARGET_EXCHANGE:.2f}",
+              lambda v: v >= TARGET_EXCHANGE,
+              "; ".join(filter(None, [
+                  also("a", ("fanout", "plain"), exchange_cpu, "per CPU-second: {:.2f}"),
+                  also("a", ("floor", "plain"), exchange, "the floor's: {:.2f}")]))),
+        ratio("Envoy -> Node.js BFF / ours, CPU",
+              "(Envoy hop + Node) CPU µs / filter x4 CPU µs (scenario a)", "a",
+              ("node_hop", "fanout"), cpu_ratio, f">= {TARGET_NODE_HOP:.1f}",
+              lambda v: v >= TARGET_NODE_HOP, parts_us("node_hop")),
+        ratio("pass-through / plain", "pass-through req/s / plain req/s", "a", ("pass", "plain"),
+              lambda n, d: n.rps / d.rps, f">= {TARGET_PASSTHROUGH:.2f}",
+              lambda v: v >= TARGET_PASSTHROUGH,
+              also("a", ("pass", "plain"), lambda n, d: cpu_ratio(d, n), "per CPU-second: {:.2f}")),
+        ratio("added p50 latency", "filter x4 p50 - plain Envoy to d p50 (scenario b)", "b",
+              ("fanout", "plain_d"), lambda o, d: o.p50_ms - d.p50_ms,
+              f"<= {TARGET_ADDED_P50_MS} ms", lambda v: v <= TARGET_ADDED_P50_MS,
+              "; ".join(filter(None, [
+                  also("b", ("fanout", "direct"), lambda o, d: o.p50_ms - d.p50_ms,
+                       "over d measured directly: {:+.2f} ms"),
+                  also("b", ("floor", "plain_d"), lambda f, d: f.p50_ms - d.p50_ms,
+                       "the floor's: {:+.2f} ms")])), unit="ms"),
+        # For information: the peers, HTTP/2, p99, size.
+        ratio("Envoy -> Rust BFF / ours, CPU",
+              "(Envoy hop + Rust BFF) CPU µs / filter x4 CPU µs (scenario a)", "a",
+              ("rust_hop", "fanout"), cpu_ratio, extra=parts_us("rust_hop")),
+        ratio("Rust BFF alone / ours, CPU", "Rust BFF CPU µs / filter x4 CPU µs (scenario a)", "a",
+              ("rust", "fanout"), cpu_ratio),
+        ratio("nginx + njs / ours, CPU", "nginx (master + worker) CPU µs / filter x4 CPU µs "
+              "(scenario a)", "a", ("nginx", "fanout"), cpu_ratio,
+              extra=(all_results["a"].median["nginx"].skipped
+                     if "a" in all_results and "nginx" in all_results["a"].median else "")),
+        ratio("Node.js BFF alone / ours, CPU", "Node CPU µs / filter x4 CPU µs (scenario a)", "a",
+              ("node", "fanout"), cpu_ratio,
+              extra=also("a", ("fanout", "node"), lambda o, n: o.rps / n.rps,
+                         "ours / Node by req/s (one core each): {:.2f}")),
+        ratio("exchange efficiency, HTTP/2 upstreams",
+              "(filter x4 h2 req/s x 5) / (plain h2 req/s x 2)", "a", ("fanout_h2", "plain_h2"),
+              exchange, extra=also("a", ("fanout_h2", "plain_h2"), exchange_cpu,
+                                   "per CPU-second: {:.2f}")),
+        ratio("added p99 latency", "filter x4 p99 - plain Envoy to d p99 (scenario b)", "b",
+              ("fanout", "plain_d"), lambda o, d: o.p99_ms - d.p99_ms, unit="ms",
+              extra=also("b", ("fanout", "direct"), lambda o, d: o.p99_ms - d.p99_ms,
+                         "over d measured directly: {:+.2f} ms")),
+    ]
+    out.append(Ratio(".wasm size", str(WASM.relative_to(ROOT)), wasm_bytes / 1000, "", None,
+                     f"{wasm_bytes:,} bytes (issue 7's limit: {WASM_BYTES_ISSUE_7 // 1000} KB)",
+                     unit="KB"))
     return out
 
 
 def ratio_value(r: Ratio) -> str:
     if r.value is None:
         return "n/a"
-    if "latency" in r.name:
+    if r.unit == "ms":
         return f"{r.value:+.2f} ms"
-    if "size" in r.name:
+    if r.unit == "KB":
         return f"{r.value:,.1f} KB"
     return f"{r.value:.2f}"
+
+
+def ratio_rounds(r: Ratio) -> str:
+    if len(r.rounds) < 2:
+        return ""
+    return ", ".join(f"{v:+.2f}" if r.unit == "ms" else f"{v:.2f}" for v in r.rounds)
 
 
 # ---------------------------------------------------------------------------- core bench
@@ -737,11 +1000,96 @@ def command_line() -> str:
                  "CONNECTIONS_B", "CONNECTIONS_C", "WRK_THREADS", "CORE"):
         if os.environ.get(name):
             parts.append(f"{name}={shlex.quote(os.environ[name])}")
-    parts += ["python3", "benches/run.py"]
+    parts += ["make", "bench"]
     return " ".join(parts)
 
 
-def report(info: dict[str, str], all_results: dict[str, dict[str, Result]], rats: list[Ratio],
+KIND_LABELS = {"gateway": "Envoy", "floor": "floor", "deployment": "deployment",
+               "information": "information", "peer": "peer"}
+
+
+def kind_label(row: Row) -> str:
+    if row.reference:
+        return "reference"
+    if row.key in ("fanout", "pass"):
+        return "**ours**"
+    return KIND_LABELS.get(row.kind, row.kind)
+
+
+def get_ratio(rats: list[Ratio], name: str) -> Ratio | None:
+    return next((r for r in rats if r.name == name), None)
+
+
+def standing(all_results: dict[str, ScenarioResults], rats: list[Ratio]) -> list[str]:
+    """Where we lose and where we win, in this run's numbers."""
+    a = all_results["a"].median if "a" in all_results else {}
+    b = all_results["b"].median if "b" in all_results else {}
+
+    def ok(res: dict[str, Result], key: str) -> Result | None:
+        r = res.get(key)
+        return r if r and r.rps and not r.problems and not r.skipped else None
+
+    def cpu(key: str) -> str:
+        r = ok(a, key)
+        return f"{r.gw_us_per_req:.0f} µs" if r and r.gw_cpu else "n/a"
+
+    def ratio(name: str) -> str:
+        r = get_ratio(rats, name)
+        return ratio_value(r) if r else "n/a"
+
+    def us_of(key: str) -> float | None:
+        r = ok(a, key)
+        return r.gw_us_per_req if r and r.gw_cpu else None
+
+    lose, win = [], []
+    if a:
+        nginx = cpu("nginx") if ok(a, "nginx") else (a["nginx"].skipped if "nginx" in a else "n/a")
+        text = (f"- **CPU against compiled peers.** Per 4-call aggregation (scenario a) ours "
+                f"costs {cpu('fanout')}; a Rust hyper/tokio BFF behind an Envoy hop "
+                f"{cpu('rust_hop')} ({ratio('Envoy -> Rust BFF / ours, CPU')}× ours), the same "
+                f"BFF alone {cpu('rust')} ({ratio('Rust BFF alone / ours, CPU')}×), nginx + njs "
+                f"subrequests {nginx} ({ratio('nginx + njs / ours, CPU')}×). Most of ours is "
+                f"Envoy's own cost per `dispatch_http_call`: the floor, a filter that only "
+                f"dispatches and concatenates, costs {cpu('floor')}, and ours "
+                f"{ratio('ours / floor, CPU')}× that.")
+        floor, rust_hop = us_of("floor"), us_of("rust_hop")
+        if floor and rust_hop and floor > rust_hop:
+            text += (" Even the floor costs more than the Rust BFF with its Envoy hop: where CPU "
+                     "per aggregation is all that matters, a compiled BFF is cheaper than any "
+                     "filter built on Envoy's async HTTP client.")
+        lose.append(text)
+        lua = get_ratio(rats, "ours / Envoy Lua, CPU")
+        if lua and lua.value is not None:
+            line = (f"ours / Lua {ratio_value(lua)} (Lua {cpu('lua')} per aggregation, its calls "
+                    "one after the other)")
+            (lose if lua.value > 1 else win).append(
+                f"- **CPU against Envoy Lua**: {line}." if lua.value > 1
+                else f"- **CPU against Envoy Lua, with parallel calls**: {line}.")
+        win.append(
+            f"- **No extra hop, no extra service.** A BFF needs a route in front of it: Node "
+            f"behind Envoy costs {cpu('node_hop')} per aggregation "
+            f"({ratio('Envoy -> Node.js BFF / ours, CPU')}× ours), and a second process to "
+            "deploy, scale and watch.")
+    if b:
+        fan, lua_b, plain_d = ok(b, "fanout"), ok(b, "lua"), ok(b, "plain_d")
+        if fan and lua_b and plain_d:
+            win.append(
+                f"- **Latency = the slowest call.** With calls at 20/40/60/80 ms (scenario b) "
+                f"ours answers at p50 {fan.p50_ms:.1f} ms, plain Envoy to the slowest call alone "
+                f"at {plain_d.p50_ms:.1f} ms (added p50 {ratio('added p50 latency')}); Envoy Lua "
+                f"at {lua_b.p50_ms:.1f} ms, the sum of its calls.")
+    win.append(
+        "- **Features, from configuration**, which a BFF has to be written and maintained for: "
+        "per-call timeouts and a route deadline, required/optional calls and fallbacks, "
+        "dependent calls, JSON checked and numbers kept exactly, honest status codes, "
+        "`x-aggregation-complete`/`_meta`/`server-timing`, stats, trace headers forwarded "
+        "(README.md). The peers here do only what this benchmark needs: the floor, the Rust "
+        "BFF and the njs script concatenate the bodies, the Node BFF parses and re-serialises "
+        "them, with per-call timeouts.")
+    return ["**Where we lose.**\n", *lose, "", "**Where we win.**\n", *win, ""]
+
+
+def report(info: dict[str, str], all_results: dict[str, ScenarioResults], rats: list[Ratio],
            wasm_bytes: int, wrk: str, core: list[tuple[str, str]]) -> str:
     w = []
     w.append("# Benchmarks\n")
@@ -753,93 +1101,134 @@ def report(info: dict[str, str], all_results: dict[str, dict[str, Result]], rats
     w.append("## Machine\n")
     w.append("| | |\n| --- | --- |")
     for key, label in (("nproc", "nproc"), ("cpu", "CPU"), ("kernel", "kernel"), ("envoy", "Envoy"),
-                       ("node", "Node.js"), ("wrk", "wrk"), ("python", "Python"),
-                       ("commit", "commit"), ("loadavg", "load average at start (1/5/15 min)"),
-                       ("date", "date")):
+                       ("node", "Node.js"), ("nginx", "nginx"), ("rustc", "Rust (peers)"),
+                       ("wrk", "wrk"), ("python", "Python"), ("commit", "commit"),
+                       ("loadavg", "load average at start (1/5/15 min)"), ("date", "date")):
         w.append(f"| {label} | {info[key]} |")
     w.append(f"| `.wasm` | {wasm_bytes:,} bytes |\n")
     w.append("## Command\n")
+    w.append("Every figure in this file comes from this one run:\n")
     w.append(f"```sh\n{command_line()}\n```\n")
     w.append(f"Each row: a {WARMUP:g} s warm-up, then "
              f"`{Path(wrk).name} -t{WRK_THREADS} -c<N> -d{DURATION:g}s --latency <url>`"
-             + (f", {ROUNDS} interleaved rounds; each row shows its median run (by req/s in "
-                "scenario a, by p50 in b and c)" if ROUNDS > 1 else "")
+             + (f", {ROUNDS} interleaved rounds (every row once per round, in the order shown); "
+                "each row shows its median run (by req/s in scenario a, by p50 in b and c), the "
+                "ratios are the median of the per-round ratios" if ROUNDS > 1 else "")
              + ". Upstreams: one Envoy (`benches/envoy/upstreams.yaml`, `--concurrency 2`) with "
              "four listeners a..d serving ~300-byte JSON bodies (`direct_response`), delays from "
-             "the HTTP fault filter. Gateways: one Envoy worker each (`--concurrency 1`); the Node.js "
-             "BFF is one process. Nothing is pinned to a CPU.\n")
-    w.append("Gateways: **filter, fan-out x4**: `benches/envoy/gateway-filter.yaml`, one filter route, "
-             "4 calls to a..d, nested layout; **plain Envoy proxy**: `benches/envoy/gateway-plain.yaml`, "
-             "no filter, `/plain/*` routed to cluster a; **filter installed, pass-through**: the filter's "
-             "Envoy, `/plain/*` matches no filter route and is proxied to cluster a through the filter "
-             "chain (the filter is enabled on every route, the worst case); **Node.js BFF**: "
-             "`benches/node/bff.js` (`http` + keep-alive `Agent`, `Promise.all`, `JSON.parse`/"
-             "`JSON.stringify`); **Envoy Lua**: `benches/envoy/gateway-lua.yaml`, `httpCall` four times "
-             "(sequential), string concatenation; **HTTP/2 upstreams** (scenario a): the filter's "
-             "and the plain proxy's configs as they are, but every cluster speaking HTTP/2 to the "
-             "upstreams (`explicit_http_config: {http2_protocol_options: {}}`, derived at run time "
-             "by `http2_variant` in `benches/run.py`).\n")
-    w.append("Columns: *gateway CPU* is the gateway process's CPU time over the run's wall time "
-             "(100% = one core), *CPU µs/req* that time per request; *upstream CPU* and *wrk CPU* "
-             "the same for the upstream Envoy and the load generator; *other CPU* whatever else "
-             f"kept the machine's {os.cpu_count()} cores busy meanwhile (other work on the machine, "
-             "this script). A gateway below 100% at saturation was short of CPU, not of work.\n")
+             "the HTTP fault filter. Every Envoy in the request path has one worker "
+             "(`--concurrency 1`), the Node.js BFF is one process, the Rust BFF one thread, nginx "
+             "one worker. Nothing is pinned to a CPU.\n")
+    w.append("Rows: **filter, fan-out x4** (ours): `benches/envoy/gateway-filter.yaml`, one filter "
+             "route, 4 calls to a..d, nested layout; **filter installed, pass-through** (ours): the "
+             "filter's Envoy, `/plain/*` matches no filter route and is proxied to cluster a "
+             "through the filter chain (the filter is enabled on every route, the worst case); "
+             "**floor**: `benches/floor/` (source) and `benches/floor/gateway-floor.yaml`, a bare "
+             "proxy-wasm filter built from source that dispatches the 4 calls, reads each "
+             "`:status` and body, and answers once with the bodies side by side, its unused "
+             "exports stripped like ours: what `dispatch_http_call` itself costs, the reference "
+             "our own cost is measured against; **plain Envoy proxy**: "
+             "`benches/envoy/gateway-plain.yaml`, no filter, `/plain/*` to cluster a, `/d/*` to "
+             "cluster d (the slowest upstream in scenario b); **Envoy Lua**: "
+             "`benches/envoy/gateway-lua.yaml`, `httpCall` four times (sequential), string "
+             "concatenation; **deployment** rows, what a team running Envoy deploys when the "
+             "aggregation is a service: client → Envoy (`benches/envoy/gateway-hop.yaml`, a plain "
+             "route) → BFF → upstreams, CPU summed over the Envoy hop and the BFF: **Envoy -> "
+             "Node.js BFF** (`benches/node/bff.js`: `http` + keep-alive `Agent`, `Promise.all`, "
+             "`JSON.parse`/`JSON.stringify`) and **Envoy -> Rust BFF** (`benches/bff-rust/`: "
+             "hyper 1 + tokio, a current-thread runtime, `tokio::join!` of the 4 calls over a "
+             "keep-alive pool, bodies concatenated, not parsed); **information** rows: the two "
+             "BFFs alone (no hop), **nginx + njs** (`benches/nginx/`: Debian's nginx and "
+             "libnginx-mod-http-js, `Promise.all` of 4 `r.subrequest`s to keep-alive upstreams, "
+             "bodies concatenated), and the filter and the plain proxy with every cluster "
+             "speaking HTTP/2 to the upstreams (`explicit_http_config: {http2_protocol_options: "
+             "{}}`, derived at run time by `http2_variant` in `benches/run.py`).\n")
+    w.append("Columns: *CPU* is the CPU time of the processes in the request path (the gateway; "
+             "for a deployment row the Envoy hop plus the BFF; nginx's master plus its worker) "
+             "over the run's wall time (100% = one core), read from `/proc/<pid>/stat`; *CPU "
+             "µs/req* that time per request, *of which* split by process; *upstream CPU* and "
+             "*wrk CPU* the same for the upstream Envoy and the load generator; *other CPU* "
+             f"whatever else kept the machine's {os.cpu_count()} cores busy meanwhile (other work "
+             "on the machine, this script). A request path below 100% per process at saturation "
+             "was short of CPU, not of work.\n")
 
     for scenario in ("a", "b", "c"):
         if scenario not in all_results:
             continue
-        results = all_results[scenario]
+        results = all_results[scenario].median
         rows = scenario_rows(scenario)
         w.append(f"## {SCENARIO_TITLES[scenario]}\n")
         w.append(f"`-c{CONNECTIONS[scenario]}`.\n")
         if scenario == "a":
-            w.append("| Gateway | Path | req/s | p50 | p99 | non-2xx | gateway CPU | CPU µs/req | upstream CPU | wrk CPU | other CPU |")
-            w.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            w.append("| Row | Kind | Path | req/s | p50 | p99 | non-2xx | CPU | CPU µs/req | of which (µs/req) | upstream CPU | wrk CPU | other CPU |")
+            w.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
         elif scenario == "b":
-            w.append("| Gateway | Path | floor | req/s | p50 | p99 | added p50 | added p99 | non-2xx | gateway CPU |")
-            w.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            w.append("| Row | Kind | Path | floor | req/s | p50 | p99 | added p50 | added p99 | p50 - plain Envoy to d | non-2xx | CPU |")
+            w.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         else:
-            w.append("| Gateway | Path | call timeout | req/s | p50 | p99 | p50 - timeout | p99 - timeout | non-2xx |")
-            w.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            w.append("| Row | Kind | Path | call timeout | req/s | p50 | p99 | p50 - timeout | p99 - timeout | non-2xx |")
+            w.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for row in rows:
             r = results.get(row.key)
             if r is None:
                 continue
             label = f"_{row.label}_" if row.reference else row.label
+            head = f"| {label} | {kind_label(row)} | `{row.path}` |"
+            if r.skipped:
+                w.append(f"{head} {r.skipped} |")
+                continue
             if r.problems and r.rps == 0:
-                w.append(f"| {label} | `{row.path}` | FAILED: {'; '.join(r.problems)} |")
+                w.append(f"{head} FAILED: {'; '.join(r.problems)} |")
                 continue
             status = str(r.non_2xx) + (" **FAIL**" if r.problems else "")
-            gw = pct(r.gw_cpu) if row.cpu_of else "-"
+            gw = pct(r.gw_cpu) if row.cpu else "-"
             if scenario == "a":
-                us = fmt(r.gw_us_per_req, 1) if row.cpu_of else "-"
-                w.append(f"| {label} | `{row.path}` | {fmt(r.rps, 0)} | {fmt(r.p50_ms)} ms | "
-                         f"{fmt(r.p99_ms)} ms | {status} | {gw} | {us} | {pct(r.up_cpu)} | {pct(r.wrk_cpu)} | "
-                         f"{pct(r.other_cpu)} |")
+                us_req = fmt(r.gw_us_per_req, 1) if row.cpu else "-"
+                split = cpu_parts(r, "a") if len(row.cpu) > 1 else ""
+                w.append(f"{head} {fmt(r.rps, 0)} | {fmt(r.p50_ms)} ms | "
+                         f"{fmt(r.p99_ms)} ms | {status} | {gw} | {us_req} | {split} | "
+                         f"{pct(r.up_cpu)} | {pct(r.wrk_cpu)} | {pct(r.other_cpu)} |")
             elif scenario == "b":
-                w.append(f"| {label} | `{row.path}` | {row.floor_ms:g} ms | {fmt(r.rps, 0)} | "
+                over = ""
+                if row.floor_ms == SLOWEST_MS and row.key not in ("plain_d", "direct"):
+                    value = median(per_round(all_results, "b", (row.key, "plain_d"),
+                                             lambda x, d: x.p50_ms - d.p50_ms))
+                    over = f"{value:+.2f} ms" if value is not None else "n/a"
+                w.append(f"{head} {row.floor_ms:g} ms | {fmt(r.rps, 0)} | "
                          f"{fmt(r.p50_ms)} ms | {fmt(r.p99_ms)} ms | {r.p50_ms - row.floor_ms:+.2f} ms | "
-                         f"{r.p99_ms - row.floor_ms:+.2f} ms | {status} | {gw} |")
+                         f"{r.p99_ms - row.floor_ms:+.2f} ms | {over} | {status} | {gw} |")
             else:
-                w.append(f"| {label} | `{row.path}` | {row.floor_ms:g} ms | {fmt(r.rps, 0)} | "
+                w.append(f"{head} {row.floor_ms:g} ms | {fmt(r.rps, 0)} | "
                          f"{fmt(r.p50_ms)} ms | {fmt(r.p99_ms)} ms | {r.p50_ms - row.floor_ms:+.2f} ms | "
                          f"{r.p99_ms - row.floor_ms:+.2f} ms | {status} |")
         w.append("")
         if scenario == "b":
             w.append("*floor*: the slowest upstream the request waits for (nominal fault delay). The "
                      "Lua filter's calls run one after the other, so it waits for all four "
-                     "(20 + 40 + 60 + 80 = 200 ms).\n")
+                     "(20 + 40 + 60 + 80 = 200 ms). *p50 - plain Envoy to d*: the row's p50 minus "
+                     "that of plain Envoy proxying to d alone, the median of the per-round "
+                     "differences: what the aggregation adds over the one call it must wait for, "
+                     "through the same Envoy.\n")
 
-    w.append("## Ratios and targets\n")
-    w.append("| Ratio | Formula | Value | Target | | Also |")
-    w.append("| --- | --- | ---: | --- | --- | --- |")
+    w.append("## Ratios and targets (issue 14)\n")
+    w.append("| Ratio | Formula | Value | Target | | Rounds | Also |")
+    w.append("| --- | --- | ---: | --- | --- | --- | --- |")
     for r in rats:
-        w.append(f"| {r.name} | {r.formula} | {ratio_value(r)} | {r.target} | **{r.verdict()}** | {r.extra} |")
+        w.append(f"| {r.name} | {r.formula} | {ratio_value(r)} | {r.target or '-'} | "
+                 f"**{r.verdict()}** | {ratio_rounds(r)} | {r.extra} |")
     w.append("")
-    w.append("*Also*: the same ratio computed from the gateways' CPU time per request instead of "
-             "req/s (exchanges per gateway CPU-second), which does not depend on how the machine's "
-             "cores were shared between gateway, upstreams and wrk; and, for latency, the added "
-             "latency over upstream d measured directly (wrk to d, no gateway).\n")
+    w.append("*Value*: the median over the interleaved rounds of the ratio computed within each "
+             "round (*Rounds*, when there were several). CPU ratios are of CPU µs per request "
+             "summed over the request path; *per CPU-second* computes a req/s ratio from CPU "
+             "per request instead, which does not depend on how the machine's cores were shared "
+             "between gateways, upstreams and wrk. Rows marked *info* are reported, not "
+             "targets.\n")
+
+    w.append("## Where we lose, where we win\n")
+    w += standing(all_results, rats)
+    w.append(f"Every figure above comes from `{command_line()}` (`make bench` builds the filter, "
+             "the floor and the Rust BFF, and installs wrk, nginx and njs when missing). Compare "
+             "rows within one run: absolute µs move with the machine's load.\n")
 
     if core:
         w.append("## Core micro-benchmark (`cargo bench --bench core`)\n")
@@ -877,8 +1266,30 @@ def http2_variant(config: str, ports: tuple[int, int], new_ports: tuple[int, int
     return str(path)
 
 
-def start_all(procs: Processes, node: str) -> dict[str, int]:
-    say("Starting the upstreams, five gateway Envoys and the Node.js BFF...")
+def start_nginx(procs: Processes, nginx: Nginx) -> Proc | str:
+    """The nginx + njs peer in its own prefix under the log directory: its Proc, or why it is
+    skipped (it could not be installed, or did not start: its log is kept then)."""
+    if nginx.skipped:
+        return nginx.skipped
+    prefix = procs.log_dir / "nginx"
+    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+    conf = (ROOT / "benches/nginx/nginx.conf").read_text()
+    conf = conf.replace("@NJS_MODULE@", nginx.module).replace("@BENCH_DIR@", str(ROOT / "benches/nginx"))
+    (prefix / "nginx.conf").write_text(conf)
+    proc = procs.start("nginx", [nginx.binary, "-p", f"{prefix}/", "-c", "nginx.conf", "-e", "stderr"])
+    try:
+        wait_port(proc, NGINX_PORT)
+    except Fatal as e:
+        procs.stop(proc)
+        global KEEP_LOGS
+        KEEP_LOGS = True
+        return f"skipped: nginx did not start ({e}; log: {proc.log})"
+    return proc
+
+
+def start_all(procs: Processes, node: str, nginx: Nginx) -> tuple[dict[str, int], dict[str, str]]:
+    """Starts everything; the pids by name, and why an optional peer is missing."""
+    say("Starting the upstreams, eight gateway Envoys, the Node.js and Rust BFFs and nginx...")
     up = procs.start("upstreams", envoy_argv("benches/envoy/upstreams.yaml", 2))
     filter_h2 = http2_variant("benches/envoy/gateway-filter.yaml", (FILTER_PORT, FILTER_ADMIN),
                               (FILTER_H2_PORT, FILTER_H2_ADMIN), procs.log_dir)
@@ -890,29 +1301,43 @@ def start_all(procs: Processes, node: str) -> dict[str, int]:
         "lua": (procs.start("lua", envoy_argv("benches/envoy/gateway-lua.yaml", 1)), LUA_ADMIN),
         "filter-h2": (procs.start("filter-h2", envoy_argv(filter_h2, 1)), FILTER_H2_ADMIN),
         "plain-h2": (procs.start("plain-h2", envoy_argv(plain_h2, 1)), PLAIN_H2_ADMIN),
+        "floor": (procs.start("floor", envoy_argv("benches/floor/gateway-floor.yaml", 1)), FLOOR_ADMIN),
+        "hop": (procs.start("hop", envoy_argv("benches/envoy/gateway-hop.yaml", 1)), HOP_ADMIN),
     }
     env_ports = ",".join(str(UPSTREAM_PORTS[k]) for k in "abcd")
     os.environ["UPSTREAM_PORTS"] = env_ports
-    bff = procs.start("node", [node, "benches/node/bff.js", str(NODE_PORT)])
+    bffs = {
+        "node": (procs.start("node", [node, "benches/node/bff.js", str(NODE_PORT)]), NODE_PORT),
+        "rust-bff": (procs.start("rust-bff", [str(RUST_BFF), str(RUST_BFF_PORT)]), RUST_BFF_PORT),
+    }
     wait_envoy_ready(procs, up, UPSTREAM_ADMIN)
     for proc, admin in gws.values():
         wait_envoy_ready(procs, proc, admin)
-    wait_port(bff, NODE_PORT)
-    pids = {"upstreams": up.popen.pid, "node": bff.popen.pid}
+    for proc, port in bffs.values():
+        wait_port(proc, port)
+    pids = {"upstreams": up.popen.pid}
     pids.update({name: proc.popen.pid for name, (proc, _) in gws.items()})
+    pids.update({name: proc.popen.pid for name, (proc, _) in bffs.items()})
+    skips = {}
+    started = start_nginx(procs, nginx)
+    if isinstance(started, str):
+        skips["nginx"] = started
+        say(f"  nginx + njs: {started}")
+    else:
+        pids["nginx"] = started.popen.pid
     say("  " + ", ".join(f"{name} pid {pid}" for name, pid in pids.items()))
-    return pids
+    return pids, skips
 
 
 def main() -> int:
     os.chdir(ROOT)
     for scenario in SCENARIOS:
         scenario_rows(scenario)  # validates the names
-    node, wrk = preconditions()
-    info = machine_info(node, wrk)
+    node, wrk, nginx = preconditions()
+    info = machine_info(node, wrk, nginx)
     wasm_bytes = WASM.stat().st_size
     say(f"Machine: {info['nproc']} CPUs, {info['cpu']}, {info['kernel']}; Envoy {info['envoy']}; "
-        f"Node {info['node']}; {info['wrk']}; load average {info['loadavg']}")
+        f"Node {info['node']}; nginx {info['nginx']}; {info['wrk']}; load average {info['loadavg']}")
     say(f"Runs: {DURATION:g} s each after a {WARMUP:g} s warm-up; scenarios {','.join(SCENARIOS)}"
         + (f"; {ROUNDS} rounds" if ROUNDS > 1 else ""))
     try:
@@ -924,12 +1349,12 @@ def main() -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="gateway-bench."))
     procs = Processes(log_dir)
     ok = False
-    all_results: dict[str, dict[str, Result]] = {}
+    all_results: dict[str, ScenarioResults] = {}
     core: list[tuple[str, str]] = []
     try:
-        pids = start_all(procs, node)
+        pids, skips = start_all(procs, node, nginx)
         for scenario in SCENARIOS:
-            all_results[scenario] = run_scenario(procs, wrk, scenario, pids)
+            all_results[scenario] = run_scenario(procs, wrk, scenario, pids, skips)
         ok = True
     finally:
         procs.stop_all()
@@ -941,10 +1366,11 @@ def main() -> int:
     if CORE:
         core = run_core()
     rats = ratios(all_results, wasm_bytes)
-    say("\nRatios (targets from the issue):")
+    say("\nRatios (issue 14's targets; 'info': reported, not a target):")
     for r in rats:
         extra = f"   ({r.extra})" if r.extra else ""
-        say(f"  {r.verdict():<4} {r.name:<34} {ratio_value(r):>11}  target {r.target}{extra}")
+        target = f"target {r.target}" if r.target else ""
+        say(f"  {r.verdict():<4} {r.name:<38} {ratio_value(r):>11}  {target:<15}{extra}")
 
     if OUTPUT != "-":
         path = ROOT / OUTPUT
@@ -952,7 +1378,7 @@ def main() -> int:
         path.write_text(report(info, all_results, rats, wasm_bytes, wrk, core) + notes)
         say(f"\nWrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
-    failed = [f"{s}/{k}" for s, res in all_results.items() for k, r in res.items() if r.problems]
+    failed = [f"{s}/{k}" for s, res in all_results.items() for k, r in res.median.items() if r.problems]
     if failed:
         say(f"FAILED: {', '.join(failed)} (see the lines marked FAIL above)")
         return 1
