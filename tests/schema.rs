@@ -21,8 +21,9 @@
     dead_code
 )]
 
+mod yaml;
+
 use gateway_aggregator::plan::Plan;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::fs;
@@ -352,17 +353,11 @@ fn schema_and_filter_know_the_same_keys_at_every_level() {
 // ---------------------------------------------------------------------------------------------
 // Shipped examples
 
-/// Every YAML document of a file, as JSON values (mapping keys must be strings).
+/// Every YAML document of a file, as JSON values, read as YAML 1.2 (tests/yaml/mod.rs). How
+/// Kubernetes (YAML 1.1) reads the Istio manifests is the quoting test's business, below.
 fn yaml_documents(relative: &str) -> Vec<Value> {
-    let text = read(relative);
-    serde_yaml::Deserializer::from_str(&text)
-        .enumerate()
-        .map(|(i, document)| {
-            Value::deserialize(document)
-                .unwrap_or_else(|e| panic!("{relative}: YAML document {}: {e}", i + 1))
-        })
-        .filter(|v| !v.is_null())
-        .collect()
+    yaml::documents(&read(relative), yaml::Reading::Yaml12)
+        .unwrap_or_else(|e| panic!("{relative}: {e}"))
 }
 
 /// The filter configurations in a parsed YAML document: the StringValue `configuration` of every
