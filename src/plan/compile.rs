@@ -309,20 +309,22 @@ fn compile_route(
     defaults: &config::Defaults,
     place: &Place,
 ) -> Result<Route, ConfigError> {
-    let pattern =
-        PathPattern::parse(&route.path).map_err(|why| place.error(Some("match.path"), why))?;
+    let pattern = PathPattern::parse(&route.matching.path)
+        .map_err(|why| place.error(Some("match.path"), why))?;
     check_route_values(route, place)?;
-    let methods = if route.methods.is_empty() {
+    let methods = if route.matching.methods.is_empty() {
         return Err(place.error(Some("match.methods"), "must list at least one method"));
     } else {
         route
+            .matching
             .methods
             .iter()
             .map(|m| check_method(m).map_err(|why| place.error(Some("match.methods"), why)))
             .collect::<Result<Vec<_>, _>>()?
     };
     let match_headers = route
-        .match_headers
+        .matching
+        .headers
         .iter()
         .map(|(name, value)| {
             let lower = name.to_ascii_lowercase();
