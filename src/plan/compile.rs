@@ -493,8 +493,7 @@ fn compile_response_shape(
     calls: &mut [Call],
     place: &Place,
 ) -> Result<shape::ResponseShape, ConfigError> {
-    let response = shape::compile_response(&route.response)
-        .map_err(|(key, why)| place.error(Some(&key), why))?;
+    let response = shape::compile_response(&route.response).map_err(|e| place.locate(e))?;
     let meta_key = route.response.meta.as_deref();
     for (index, call) in calls.iter().enumerate() {
         let call_place = place.call(&call.name);
@@ -747,7 +746,7 @@ fn compile_call(
         body_needed: false,
         body,
         may_repeat: call.unsafe_repeat || IDEMPOTENT_METHODS.contains(&method.as_str()),
-        shape: CallShape::compile(call).map_err(|(key, why)| place.error(Some(&key), why))?,
+        shape: CallShape::compile(call).map_err(|e| place.locate(e))?,
         resilience,
         output_key: call.output_key.clone().unwrap_or_else(|| call.name.clone()),
         keyed: call.output_key.is_some(),
