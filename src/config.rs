@@ -1,10 +1,10 @@
 //! The configuration as the user wrote it (SPEC §2), read strictly.
 //!
-//! Every object, at every level, is read key by key through [`Fields`]: each configuration type
-//! says which keys it has ([`FromFields`]), and a key nobody read is an error naming route, call
+//! Every object, at every level, is read key by key through `Fields`: each configuration type
+//! says which keys it has (`FromFields`), and a key nobody read is an error naming route, call
 //! and the key's full path with a did-you-mean hint (a typo must never be silently ignored).
 //! Leaf values (numbers, strings, lists of them) are typed by serde from their JSON text
-//! ([`typed`]). Meaning (names, templates, ranges, dependencies) is checked later, when the plan
+//! (`typed`). Meaning (names, templates, ranges, dependencies) is checked later, when the plan
 //! is compiled (`plan::compile`).
 
 use serde::de::DeserializeOwned;
@@ -20,7 +20,7 @@ macro_rules! string_enum {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
         #[serde(try_from = "String")]
         pub enum $name {
-            $($variant),+
+            $(#[doc = concat!("`\"", $text, "\"`")] $variant),+
         }
 
         impl TryFrom<String> for $name {
@@ -64,10 +64,13 @@ pub const DEFAULT_MAX_ENTRIES: u64 = 1024;
 /// with the parts that are unknown left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The route's name (or `routes[i]` before it could be read); `None` outside routes.
     pub route: Option<String>,
+    /// The call's name (or `calls[i]`); `None` outside calls.
     pub call: Option<String>,
     /// Dot path of the key from the route or call it belongs to (`defaults.` at the top).
     pub key: Option<String>,
+    /// Why, in words; control characters are escaped when displayed.
     pub message: String,
 }
 
@@ -118,7 +121,9 @@ impl std::error::Error for ConfigError {}
 /// `routes[2]`, `calls[0]` before a name could be read); neither at the top and in `defaults`.
 #[derive(Debug, Clone, Default)]
 pub struct Place {
+    /// The route's name, or `routes[i]`.
     pub route: Option<String>,
+    /// The call's name, or `calls[i]`.
     pub call: Option<String>,
 }
 
@@ -163,6 +168,7 @@ impl Place {
 /// The configuration (SPEC §2): `{"defaults": {…}, "routes": [{…}, …]}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// `defaults`, with the documented default of every key it does not set.
     pub defaults: Defaults,
     /// At least one, tried in order.
     pub routes: Vec<RouteConfig>,
@@ -172,14 +178,21 @@ pub struct Config {
 /// milliseconds, sizes in bytes; each unset key holds its documented default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Defaults {
+    /// Per-call timeout, ms.
     pub timeout_ms: u64,
+    /// Per-route budget of the whole aggregation, ms.
     pub deadline_ms: u64,
+    /// Largest upstream body a call accepts, bytes.
     pub max_body_bytes: u64,
     /// Client request headers copied to every call, as written (checked when compiled).
     pub forward_headers: Vec<String>,
+    /// Upstream status lines and bodies in error bodies and `_meta` (debugging).
     pub expose_errors: bool,
+    /// Most items of a `for_each` call.
     pub max_fan_out: u64,
+    /// `retries`, `hedge_after_ms`, `cache`, `circuit_breaker` of every call (SPEC §6).
     pub resilience: Resilience,
+    /// How many successful calls are enough to answer (SPEC §6).
     pub wait_for: WaitFor,
     /// `None`: no limit.
     pub max_inflight: Option<u64>,
@@ -208,9 +221,12 @@ impl Default for Defaults {
 /// (`null`), SPEC §6.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Setting<T> {
+    /// The key is absent: the parent level's setting applies.
     #[default]
     Inherit,
+    /// `null`: off here, whatever the parent says.
     Off,
+    /// A value.
     On(T),
 }
 
@@ -241,10 +257,13 @@ impl<T: Clone> Setting<T> {
 /// SPEC §6 per-call options; each level (defaults, route, call) may set them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resilience {
+    /// `retries`.
     pub retries: Setting<RetryConfig>,
     /// Milliseconds without an answer before the same request is sent once more.
     pub hedge_after_ms: Setting<u64>,
+    /// `cache`.
     pub cache: Setting<CacheConfig>,
+    /// `circuit_breaker`.
     pub circuit_breaker: Setting<BreakerConfig>,
 }
 
@@ -302,10 +321,14 @@ pub struct BreakerConfig {
 /// Route `wait_for` (SPEC §6): how many successful calls are enough to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WaitFor {
+    /// `"all"`: every call.
     #[default]
     All,
+    /// `"any"`: one success.
     Any,
+    /// `"quorum"`: a majority of the calls fetched.
     Quorum,
+    /// A number N ≥ 1: that many successes.
     Count(u64),
 }
 
@@ -332,20 +355,33 @@ impl<'de> Deserialize<'de> for WaitFor {
 /// inherited from `defaults` when the plan is compiled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
+    /// Unique, `[a-z0-9_-]{1,64}` (checked when compiled).
     pub name: String,
+    /// `match`.
     pub matching: MatchConfig,
+    /// Budget of the aggregation, ms.
     pub deadline_ms: Option<u64>,
+    /// Per-call timeout for the route's calls, ms.
     pub timeout_ms: Option<u64>,
+    /// Largest upstream body of its calls, and largest client body it buffers, bytes.
     pub max_body_bytes: Option<u64>,
+    /// Added to `defaults.forward_headers` for every call of the route.
     pub forward_headers: Vec<String>,
+    /// See [`Defaults::expose_errors`].
     pub expose_errors: Option<bool>,
+    /// See [`Defaults::max_fan_out`].
     pub max_fan_out: Option<u64>,
+    /// SPEC §6 options of the route's calls.
     pub resilience: Resilience,
+    /// See [`Defaults::wait_for`].
     pub wait_for: Option<WaitFor>,
+    /// Most aggregations of the route in flight per worker; `null` lifts the default's limit.
     pub max_inflight: Setting<u64>,
     /// Query parameter that selects calls; `None` when the user set `"fields_param": null`.
     pub fields_param: Option<String>,
+    /// `calls` (SPEC §2.3), in order.
     pub calls: Vec<CallConfig>,
+    /// `response` (SPEC §5); the defaults when absent.
     pub response: ResponseConfig,
 }
 
@@ -365,9 +401,11 @@ pub struct MatchConfig {
 pub struct ResponseConfig {
     /// Key of the completeness object; `None` when the user set `"meta": null`.
     pub meta: Option<String>,
+    /// `nested` (the default), `merge` or `concat`.
     pub layout: Layout,
     /// `concat` only: dot path inside each element to sort by.
     pub sort_by: Option<String>,
+    /// `concat` with `sort_by` only: ascending (the default) or descending.
     pub order: Order,
     /// `concat` only: keep at most this many elements.
     pub limit: Option<u64>,
@@ -375,6 +413,7 @@ pub struct ResponseConfig {
     pub derive: Vec<(String, Value)>,
     /// Static response headers: name and value, in the order written.
     pub headers: Vec<(String, String)>,
+    /// Upstream response headers copied to the client's response.
     pub headers_from: Vec<HeaderFrom>,
 }
 
@@ -407,7 +446,9 @@ string_enum!(
 /// value of an upstream response header to the client's response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderFrom {
+    /// The call whose answer has the header.
     pub call: String,
+    /// The header's name.
     pub name: String,
 }
 
@@ -419,7 +460,9 @@ string_enum!(
 /// One call (SPEC §2.3), as written. `None` and empty lists mean "not set here".
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallConfig {
+    /// Unique in the route, `[a-z0-9_-]{1,64}` (checked when compiled).
     pub name: String,
+    /// The Envoy cluster to call.
     pub cluster: String,
     /// As written (upper-cased when compiled); `GET` when unset.
     pub method: String,
@@ -427,30 +470,43 @@ pub struct CallConfig {
     pub path: String,
     /// Header name and template, in the order written.
     pub headers: Vec<(String, String)>,
+    /// Client headers copied to this call besides the inherited ones (credentials only here).
     pub forward_headers: Vec<String>,
+    /// `:authority` of the call; the cluster's name when unset.
     pub authority: Option<String>,
+    /// Timeout of each attempt, ms.
     pub timeout_ms: Option<u64>,
+    /// The aggregation cannot answer without this call (SPEC §4).
     pub required: bool,
     /// Any JSON value, `null` included.
     pub fallback: Option<Value>,
+    /// `json` (the default) or `text`.
     pub format: Format,
+    /// Largest upstream body accepted, bytes.
     pub max_body_bytes: Option<u64>,
+    /// Names of calls that must finish first (SPEC §3.2).
     pub after: Vec<String>,
     /// Template JSON, or the string `{request.body}` (SPEC §3.4).
     pub body: Option<Value>,
     /// `calls.X.path[*].field`: one call per distinct value (SPEC §3.5).
     pub for_each: Option<String>,
+    /// See [`Defaults::max_fan_out`]; only with `for_each`.
     pub max_fan_out: Option<u64>,
+    /// `join`; only with `for_each`.
     pub join: Option<JoinConfig>,
     /// Allows retries and hedging (SPEC §6) of a method that is not idempotent.
     pub unsafe_repeat: bool,
     /// Per-call shaping (SPEC §5), applied in this order.
     pub extract: Option<String>,
+    /// Dot paths to keep.
     pub select: Vec<String>,
+    /// Dot paths to drop.
     pub omit: Vec<String>,
+    /// Old and new dot path, in the order written.
     pub rename: Vec<(String, String)>,
     /// `as`: the output key instead of the call's name.
     pub output_key: Option<String>,
+    /// SPEC §6 options the call sets itself.
     pub resilience: Resilience,
 }
 
