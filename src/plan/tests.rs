@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 use super::*;
 
 fn compile(json: &str) -> Result<Plan, String> {
