@@ -44,6 +44,11 @@ fn unknown_key_is_named_with_a_suggestion() {
         &route(r#"{"name":"reviews","cluster":"c","path":"/r","timout_ms":100}"#),
         r#"route "page" call "reviews" key "timout_ms": unknown key (did you mean "timeout_ms"?)"#,
     );
+    // One level down, the same style, with the key's full path.
+    refused_with(
+        &route(r#"{"name":"reviews","cluster":"c","path":"/r","retries":{"atempts":2}}"#),
+        r#"route "page" call "reviews" key "retries.atempts": unknown key (did you mean "attempts"?); known keys here: attempts, backoff_ms, on"#,
+    );
 }
 
 #[test]

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 use super::*;
 
 fn compile(json: &str) -> Result<Plan, String> {
@@ -222,7 +221,7 @@ fn fan_out_join_and_body_are_checked_at_load() {
         (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"posts.items[*]"}}"#)), r#"call "a" key "for_each": must read an earlier call"#),
         (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a","join":{{"into":"posts.items","on":"id","as":"x"}}}}"#)), r#"call "a" key "join": only applies to a call with for_each"#),
         (route_with_calls(&format!(r#"{posts},{{"name":"b","cluster":"c","path":"/b"}},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"b.items","on":"id","as":"x"}}}}"#)), r#"call "a" key "join.into": must be in the body of the call for_each reads"#),
-        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"posts.items","on":"id","as":"x","extra":1}}}}"#)), r#"call "a" key "join": unknown field `extra`"#),
+        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"posts.items","on":"id","as":"x","extra":1}}}}"#)), r#"call "a" key "join.extra": unknown key; known keys here: into, on, as"#),
         (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","max_fan_out":5000}}"#)), r#"call "a" key "max_fan_out": must be between 1 and 1000"#),
         (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a","max_fan_out":5}"#), r#"call "a" key "max_fan_out": only applies to a call with for_each"#),
         (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a","body":{"whole":"{request.body}"}}"#), r#"call "a" key "body": placeholder "{request.body}": the whole client body can only be a call's entire body"#),
@@ -356,4 +355,151 @@ fn routes_waiting_for_the_client_body_need_the_timer() {
     assert!(needs(
         r#"{"name":"a","cluster":"c","path":"/a","hedge_after_ms":10}"#
     ));
+}
+
+/// The object a level writes to set one bounded key (`retries.attempts`) to `value`, with the
+/// other keys its object requires.
+fn writing(key: &str, value: u64) -> serde_json::Value {
+    use serde_json::json;
+    match key.split_once('.') {
+        None => json!({ key: value }),
+        Some((object, field)) => {
+            let mut inner = match object {
+                "retries" => json!({"attempts": 2}),
+                "cache" => json!({"ttl_ms": 5}),
+                _ => json!({"failures": 1, "open_ms": 1}),
+            };
+            inner[field] = json!(value);
+            json!({ object: inner })
+        }
+    }
+}
+
+#[test]
+fn every_bound_of_the_table_is_checked_at_every_level_that_writes_it() {
+    use super::compile::limits::{self, ALL};
+    use serde_json::json;
+    let call_keys = |limit: &limits::Limit| {
+        !["deadline_ms", "max_inflight", "max_fan_out"].contains(&limit.key)
+    };
+    for limit in ALL {
+        for outside in [limit.min.checked_sub(1), limit.max.checked_add(1)]
+            .into_iter()
+            .flatten()
+        {
+            let set = writing(limit.key, outside);
+            let mut levels = vec![("defaults", format!(r#"key "defaults.{}""#, limit.key))];
+            levels.push(("route", format!(r#"route "r" key "{}""#, limit.key)));
+            if call_keys(&limit) {
+                levels.push(("call", format!(r#"route "r" call "a" key "{}""#, limit.key)));
+            }
+            for (level, place) in levels {
+                let mut config = json!({"routes": [{"name": "r", "match": {"path": "/"},
+                    "calls": [{"name": "a", "cluster": "c", "path": "/"}]}]});
+                let object = match level {
+                    "defaults" => &mut config["defaults"],
+                    "route" => &mut config["routes"][0],
+                    _ => &mut config["routes"][0]["calls"][0],
+                };
+                if object.is_null() {
+                    *object = json!({});
+                }
+                for (k, v) in set.as_object().unwrap() {
+                    object[k] = v.clone();
+                }
+                let e = compile(&config.to_string()).unwrap_err();
+                let want = format!("{place}: must be between {} and {}", limit.min, limit.max);
+                assert_eq!(e, want, "{level} writes {}", limit.key);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_bounds_table_agrees_with_the_json_schema() {
+    use super::compile::limits::ALL;
+    use serde_json::Value;
+    let schema: Value =
+        serde_json::from_str(include_str!("../../schema/config.schema.json")).unwrap();
+    let resolve = |node: &Value| -> Value {
+        match node.get("$ref").and_then(Value::as_str) {
+            Some(reference) => schema.pointer(&reference[1..]).unwrap().clone(),
+            None => node.clone(),
+        }
+    };
+    // Every `properties.<name>` of the schema, resolved: name and node.
+    fn properties(node: &Value, found: &mut Vec<(String, Value)>) {
+        match node {
+            Value::Object(map) => {
+                if let Some(Value::Object(props)) = map.get("properties") {
+                    found.extend(props.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                map.values().for_each(|child| properties(child, found));
+            }
+            Value::Array(items) => items.iter().for_each(|child| properties(child, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    properties(&schema, &mut found);
+    for limit in ALL {
+        let name = limit.key.rsplit('.').next().unwrap();
+        let bounds: Vec<(Option<u64>, Option<u64>)> = found
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, node)| {
+                let node = resolve(node);
+                let bounded = std::iter::once(node.clone())
+                    .chain(node["anyOf"].as_array().cloned().unwrap_or_default())
+                    .chain(node["oneOf"].as_array().cloned().unwrap_or_default())
+                    .map(|n| resolve(&n))
+                    .find(|n| n.get("minimum").is_some())
+                    .unwrap_or_else(|| panic!("{}: no minimum in the schema", limit.key));
+                (bounded["minimum"].as_u64(), bounded["maximum"].as_u64())
+            })
+            .collect();
+        assert!(!bounds.is_empty(), "{}: not in the schema", limit.key);
+        for bound in bounds {
+            assert_eq!(
+                bound,
+                (Some(limit.min), Some(limit.max)),
+                "{}: the schema's bounds differ from limits.rs",
+                limit.key
+            );
+        }
+    }
+}
+
+#[test]
+fn an_output_key_may_not_be_the_completeness_object_key_and_unsafe_calls_do_not_repeat() {
+    let e = compile(&route_with_calls(
+        r#"{"name":"a","cluster":"c","path":"/","as":"_meta"}"#,
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e,
+        r#"route "page" call "a" key "as": clashes with the completeness object's key (response.meta)"#
+    );
+    let e = compile(&route_with_calls(
+        r#"{"name":"a","cluster":"c","method":"POST","path":"/","hedge_after_ms":5}"#,
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e,
+        r#"route "page" call "a" key "hedge_after_ms": POST is not idempotent: set "unsafe": true if sending it twice is safe"#
+    );
+    // Inherited retries are dropped for a POST, kept for a GET and an unsafe POST.
+    let plan = compile(
+        r#"{"defaults":{"retries":{"attempts":3}},"routes":[{"name":"r","match":{"path":"/"},"calls":[
+        {"name":"get","cluster":"c","path":"/"},
+        {"name":"post","cluster":"c","method":"POST","path":"/"},
+        {"name":"unsafe","cluster":"c","method":"POST","path":"/","unsafe":true}]}]}"#,
+    )
+    .unwrap();
+    let retried: Vec<bool> = plan.routes[0]
+        .calls
+        .iter()
+        .map(|c| c.resilience.retries.is_some())
+        .collect();
+    assert_eq!(retried, [true, false, true]);
 }

@@ -2,6 +2,7 @@
 //! the answer. Absent inputs give `null`, never an error. Nothing more: business logic belongs
 //! in services.
 
+use crate::config::ConfigError;
 use crate::json_number::{self, Inexact};
 use crate::json_path::{Found, JsonPath};
 use serde_json::{Number, Value};
@@ -26,8 +27,18 @@ pub struct Derived {
 }
 
 impl Derived {
-    /// `"out.path": {"count": "reviews.items"}`.
-    pub fn compile(out: &str, op: &Value) -> Result<Derived, String> {
+    /// Compiles one `response.derive` entry (SPEC §5), `"out.path": {"count": "reviews.items"}`:
+    /// `out` a dot path without `[*]`, `op` an object with one operation (`count`, `sum`, `min`,
+    /// `max` take a path; `coalesce`, `concat` a non-empty list of paths).
+    ///
+    /// Errors are at the key `response.derive.<out>`, without the route: the caller places them
+    /// ([`Place::locate`](crate::config::Place::locate)).
+    pub fn compile(out: &str, op: &Value) -> Result<Derived, ConfigError> {
+        Derived::compile_op(out, op)
+            .map_err(|why| ConfigError::at(format!("response.derive.{out}"), why))
+    }
+
+    fn compile_op(out: &str, op: &Value) -> Result<Derived, String> {
         let out_path = JsonPath::parse(out)?;
         if out.is_empty() || out_path.has_wildcard() {
             return Err("the output must be a non-empty path without [*]".to_string());

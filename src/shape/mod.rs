@@ -10,7 +10,7 @@ pub use derive::{Derived, Op};
 pub use layout::{compare_sort_keys, deep_merge, Sort};
 pub use transform::CallShape;
 
-use crate::config::{Layout, ResponseConfig};
+use crate::config::{ConfigError, Layout, ResponseConfig};
 use crate::json_path::JsonPath;
 
 /// Route-level shaping.
@@ -50,12 +50,16 @@ pub const CONTRACT_HEADERS: [&str; 4] = [
     "content-length",
 ];
 
-/// Compiles the route's `response` block; errors are `(key, why)`.
-pub fn compile_response(config: &ResponseConfig) -> Result<ResponseShape, (String, String)> {
+/// Compiles the route's `response` block (SPEC §5): layout, `sort_by`/`order`/`limit` (concat
+/// only), `derive`; the static headers are kept as written (checked by `plan::compile`).
+///
+/// Errors name the key (`response.limit`, `response.derive.<out>`, …) but not the route: the
+/// caller places them ([`Place::locate`](crate::config::Place::locate)).
+pub fn compile_response(config: &ResponseConfig) -> Result<ResponseShape, ConfigError> {
     let concat_only = |key: &str| {
-        (
+        ConfigError::at(
             format!("response.{key}"),
-            "only applies to the concat layout".to_string(),
+            "only applies to the concat layout",
         )
     };
     if config.layout != Layout::Concat {
@@ -67,34 +71,27 @@ pub fn compile_response(config: &ResponseConfig) -> Result<ResponseShape, (Strin
         }
     }
     if config.layout == Layout::Concat && !config.derive.is_empty() {
-        return Err((
-            "response.derive".to_string(),
-            "the concat layout answers an array: there is no object to add fields to".to_string(),
+        return Err(ConfigError::at(
+            "response.derive",
+            "the concat layout answers an array: there is no object to add fields to",
         ));
     }
     let sort = match &config.sort_by {
         Some(path) => Some(Sort {
-            path: JsonPath::parse(path).map_err(|why| ("response.sort_by".to_string(), why))?,
+            path: JsonPath::parse(path).map_err(|why| ConfigError::at("response.sort_by", why))?,
             order: config.order,
         }),
         None => None,
     };
     let limit = match config.limit {
-        Some(0) => {
-            return Err((
-                "response.limit".to_string(),
-                "must be at least 1".to_string(),
-            ))
-        }
+        Some(0) => return Err(ConfigError::at("response.limit", "must be at least 1")),
         Some(limit) => Some(usize::try_from(limit).unwrap_or(usize::MAX)),
         None => None,
     };
     let derive = config
         .derive
         .iter()
-        .map(|(out, op)| {
-            Derived::compile(out, op).map_err(|why| (format!("response.derive.{out}"), why))
-        })
+        .map(|(out, op)| Derived::compile(out, op))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ResponseShape {
         layout: config.layout,

@@ -1,7 +1,7 @@
 //! Per-call transforms, applied in this order: `extract`, `select`, `omit`, `rename`.
 //! Missing paths are ignored: shaping never fails a call.
 
-use crate::config::CallConfig;
+use crate::config::{CallConfig, ConfigError};
 use crate::json_path::{self, JsonPath};
 use serde_json::Value;
 
@@ -14,15 +14,19 @@ pub struct CallShape {
 }
 
 impl CallShape {
-    /// `None` when the call has no transform; errors are `(key, why)`.
-    pub fn compile(call: &CallConfig) -> Result<Option<CallShape>, (String, String)> {
+    /// Compiles a call's `extract`, `select`, `omit` and `rename` (SPEC §5); `None` when the
+    /// call has none, so its answer keeps its upstream bytes.
+    ///
+    /// Errors name the key (`extract`, …) but not the call: the caller places them
+    /// ([`Place::locate`](crate::config::Place::locate)).
+    pub fn compile(call: &CallConfig) -> Result<Option<CallShape>, ConfigError> {
         let parse =
-            |key: &str, text: &str| JsonPath::parse(text).map_err(|why| (key.to_string(), why));
+            |key: &str, text: &str| JsonPath::parse(text).map_err(|why| ConfigError::at(key, why));
         let plain = |key: &str, text: &str| {
             let path = parse(key, text)?;
             if path.has_wildcard() || text.is_empty() {
-                return Err((
-                    key.to_string(),
+                return Err(ConfigError::at(
+                    key,
                     format!("\"{text}\" must be a non-empty path without [*]"),
                 ));
             }
@@ -48,7 +52,7 @@ impl CallShape {
                 .rename
                 .iter()
                 .map(|(from, to)| Ok((plain("rename", from)?, plain("rename", to)?)))
-                .collect::<Result<_, (String, String)>>()?,
+                .collect::<Result<_, ConfigError>>()?,
         };
         let empty = shape.extract.is_none()
             && shape.select.is_empty()
@@ -186,8 +190,8 @@ mod tests {
         assert_eq!(
             CallShape::compile(&config.routes[0].calls[0])
                 .unwrap_err()
-                .0,
-            "rename"
+                .to_string(),
+            r#"key "rename": "a[*]" must be a non-empty path without [*]"#
         );
     }
 }

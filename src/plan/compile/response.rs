@@ -1,0 +1,43 @@
+//! A route's `response` (SPEC §5): the shape (`shape::compile_response`), the static headers,
+//! and `headers_from`, which tells each named call which upstream headers to copy. Output keys
+//! (`as`) are checked with their call (`call.rs`).
+
+use super::checks::check_response_header;
+use super::Context;
+use crate::config::ConfigError;
+use crate::plan::Call;
+use crate::shape::{self, ResponseShape};
+
+impl Context<'_> {
+    /// The route's response shape; each `headers_from` entry is added to its call's
+    /// `copy_headers`.
+    pub(super) fn response(&self, calls: &mut [Call]) -> Result<ResponseShape, ConfigError> {
+        let config = &self.route.response;
+        let place = &self.place;
+        let response = shape::compile_response(config).map_err(|e| place.locate(e))?;
+        for (name, value) in &response.headers {
+            let key = format!("response.headers.{name}");
+            check_response_header(name).map_err(|why| place.error(Some(&key), why))?;
+            if value.contains(['\r', '\n', '\0']) {
+                return Err(place.error(Some(&key), "must not contain CR, LF or NUL"));
+            }
+        }
+        for from in &config.headers_from {
+            let key = Some("response.headers_from");
+            let name = check_response_header(&from.name).map_err(|why| place.error(key, why))?;
+            let call = calls
+                .iter_mut()
+                .find(|c| c.name == from.call)
+                .ok_or_else(|| {
+                    place.error(
+                        key,
+                        format!("the route has no call named \"{}\"", from.call),
+                    )
+                })?;
+            if !call.copy_headers.contains(&name) {
+                call.copy_headers.push(name);
+            }
+        }
+        Ok(response)
+    }
+}
