@@ -451,6 +451,7 @@ impl Gather {
     fn shape(&self) -> Shape<'_> {
         Shape {
             meta_key: self.route.meta_key.as_deref(),
+            meta_name: self.route.meta_name.as_deref(),
             expose_errors: self.route.expose_errors,
             response: &self.route.response,
         }

@@ -448,6 +448,7 @@ fn compile_route(
         query_params: inputs.query_params,
         headers: inputs.headers,
         meta_key,
+        meta_name: route.response.meta.clone(),
         fields_param: route.fields_param.clone(),
         client_body,
         response,

@@ -1,5 +1,9 @@
 //! The reshaping path: the calls' bodies parsed and put together by the `nested`, `merge` or
 //! `concat` layout, then derived fields. A body that does not fit the layout is reported.
+//!
+//! Keys are unique by construction (serde_json's `Map` holds one value per key), and the
+//! completeness object's key is kept free for the filter (SPEC §4): `merge` drops an upstream
+//! top-level key of that name, and the configuration cannot write there (`compile.rs`).
 
 use super::CallView;
 use crate::config::Layout;
@@ -7,10 +11,12 @@ use crate::outcome::{Failure, Reason};
 use crate::shape::{deep_merge, ResponseShape};
 use serde_json::{Map, Value};
 
-/// The answer's JSON, and the calls whose bodies did not fit the layout.
+/// The answer's JSON, and the calls whose bodies did not fit the layout. `meta` is the
+/// completeness object's key, which the document leaves out for the filter to add.
 pub fn document<'a>(
     calls: &[CallView<'a>],
     shape: &ResponseShape,
+    meta: Option<&str>,
 ) -> (Vec<u8>, Vec<(&'a str, Failure)>) {
     let mut misfits = Vec::new();
     let bodies = calls.iter().filter_map(|call| {
@@ -30,7 +36,10 @@ pub fn document<'a>(
             for (call, body) in bodies {
                 match body {
                     body if call.keyed => deep_merge(&mut merged, keyed(call.name, body)),
-                    body @ Value::Object(_) => deep_merge(&mut merged, body),
+                    Value::Object(mut map) => {
+                        drop_meta(&mut map, meta, call.name);
+                        deep_merge(&mut merged, Value::Object(map));
+                    }
                     _ => misfits.push((
                         call.name,
                         misfit("is not an object, so it cannot be merged"),
@@ -62,7 +71,22 @@ pub fn document<'a>(
     for derived in &shape.derive {
         derived.apply(&mut document);
     }
+    if let Value::Object(map) = &mut document {
+        // Nothing else puts the key there (output keys and derive outputs are checked at
+        // load); this keeps the rule true whatever a layout does.
+        drop_meta(map, meta, "the layout");
+    }
     (serde_json::to_vec(&document).unwrap_or_default(), misfits)
+}
+
+/// Removes the completeness object's key from a top-level object, keeping the others' order.
+fn drop_meta(map: &mut Map<String, Value>, meta: Option<&str>, from: &str) {
+    if let Some(meta) = meta.filter(|meta| map.contains_key(*meta)) {
+        // `retain`, not `remove`: with serde_json's `preserve_order`, `remove` moves the last
+        // key into the gap.
+        map.retain(|key, _| key != meta);
+        log::debug!("{from}: top-level key {meta:?} dropped: the meta object is the filter's own");
+    }
 }
 
 fn keyed(key: &str, body: Value) -> Value {
@@ -102,7 +126,7 @@ mod tests {
     }
 
     fn run(calls: &[CallView<'_>], response: Value) -> (Value, Vec<String>) {
-        let (bytes, misfits) = document(calls, &shape(response));
+        let (bytes, misfits) = document(calls, &shape(response), Some("_meta"));
         (
             serde_json::from_slice(&bytes).unwrap(),
             misfits.into_iter().map(|(n, _)| n.to_string()).collect(),
@@ -120,6 +144,36 @@ mod tests {
         let (doc, misfits) = run(&calls, json!({"layout": "merge"}));
         assert_eq!(doc, json!({"x": {"y": 1, "z": 2}, "l": [1, 2], "n": 3}));
         assert_eq!(misfits, ["s"]);
+    }
+
+    #[test]
+    fn merge_drops_an_upstream_meta_key_at_the_top_only() {
+        let calls = [
+            view("m", r#"{"_meta":{"complete":true,"page":2},"x":1}"#, false),
+            view(
+                "n",
+                r#"{"y":{"_meta":"kept"},"\u005fmeta":"escaped"}"#,
+                false,
+            ),
+            view("k", r#"{"_meta":3}"#, true),
+        ];
+        let (doc, misfits) = run(&calls, json!({"layout": "merge"}));
+        assert_eq!(
+            doc,
+            json!({"x": 1, "y": {"_meta": "kept"}, "k": {"_meta": 3}})
+        );
+        assert!(misfits.is_empty());
+        let (bytes, _) = document(
+            &calls[..1],
+            &shape(json!({"layout": "merge"})),
+            Some("status"),
+        );
+        let doc: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            doc["_meta"],
+            json!({"complete": true, "page": 2}),
+            "only the configured name is the filter's"
+        );
     }
 
     #[test]
