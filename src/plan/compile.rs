@@ -495,6 +495,7 @@ fn compile_response_shape(
     let response = shape::compile_response(&route.response)
         .map_err(|(key, why)| place.error(Some(&key), why))?;
     let meta_key = route.response.meta.as_deref();
+    check_meta_stays_the_filters(route, &response, place)?;
     for (index, call) in calls.iter().enumerate() {
         let call_place = place.call(&call.name);
         let valid_key = (1..=MAX_NAME_LEN).contains(&call.output_key.len())
@@ -570,6 +571,56 @@ fn compile_response_shape(
         }
     }
     Ok(response)
+}
+
+/// The completeness object's key belongs to the filter (SPEC §4): configuration that would
+/// write a value there — a derived field, or in `merge` a call's `rename` or `fallback` that
+/// lands at the top of the document — could never show, so it is refused. (Call names and
+/// `as` are checked with the output keys; `join.as` writes inside an array, never at the top.)
+fn check_meta_stays_the_filters(
+    route: &RouteConfig,
+    response: &shape::ResponseShape,
+    place: &Place,
+) -> Result<(), ConfigError> {
+    let Some(meta) = route.response.meta.as_deref() else {
+        return Ok(());
+    };
+    let clash = format!(
+        "writes into \"{meta}\", the completeness object's key (response.meta), which is the filter's own"
+    );
+    for ((out, _), derived) in route.response.derive.iter().zip(&response.derive) {
+        if top_key(&derived.out).as_deref() == Some(meta) {
+            return Err(place.error(Some(&format!("response.derive.{out}")), clash));
+        }
+    }
+    if route.response.layout != config::Layout::Merge {
+        return Ok(());
+    }
+    for call in route.calls.iter().filter(|c| c.output_key.is_none()) {
+        let call_place = place.call(&call.name);
+        for (_, to) in &call.rename {
+            let to = JsonPath::parse(to).map_err(|why| call_place.error(Some("rename"), why))?;
+            if top_key(&to).as_deref() == Some(meta) {
+                return Err(call_place.error(Some("rename"), clash));
+            }
+        }
+        if call
+            .fallback
+            .as_ref()
+            .and_then(|f| f.as_object())
+            .is_some_and(|f| f.contains_key(meta))
+        {
+            return Err(call_place.error(Some("fallback"), clash));
+        }
+    }
+    Ok(())
+}
+
+/// The key a path writes at the top of an object, if it writes into one.
+fn top_key(path: &JsonPath) -> Option<String> {
+    let mut probe = serde_json::Value::Object(serde_json::Map::new());
+    path.insert(&mut probe, serde_json::Value::Null);
+    probe.as_object()?.keys().next().cloned()
 }
 
 /// A header the configuration may add to the client's response.

@@ -336,3 +336,78 @@ fn a_first_look_rules_out_paths_no_route_can_match() {
         "a leading capture matches any first segment"
     );
 }
+
+#[test]
+fn configuration_cannot_write_into_the_completeness_object() {
+    let route = |response: &str, calls: &str| {
+        format!(
+            r#"{{"routes":[{{"name":"r","match":{{"path":"/"}},"response":{response},"calls":[{calls}]}}]}}"#
+        )
+    };
+    let call = r#"{"name":"a","cluster":"c","path":"/"}"#;
+    let refused = [
+        (
+            route(r#"{"derive":{"_meta":{"count":"a"}}}"#, call),
+            r#"route "r" key "response.derive._meta": writes into "_meta", the completeness object's key (response.meta), which is the filter's own"#,
+        ),
+        (
+            route(
+                r#"{"layout":"merge","derive":{"_meta.n":{"count":"a"}}}"#,
+                call,
+            ),
+            r#"route "r" key "response.derive._meta.n": writes into "_meta""#,
+        ),
+        (
+            route(
+                r#"{"meta":"status","derive":{"status[0]":{"count":"a"}}}"#,
+                call,
+            ),
+            r#"route "r" key "response.derive.status[0]": writes into "status""#,
+        ),
+        (
+            route(
+                r#"{"layout":"merge"}"#,
+                r#"{"name":"a","cluster":"c","path":"/","rename":{"x":"_meta.x"}}"#,
+            ),
+            r#"route "r" call "a" key "rename": writes into "_meta""#,
+        ),
+        (
+            route(
+                r#"{"layout":"merge"}"#,
+                r#"{"name":"a","cluster":"c","path":"/","fallback":{"_meta":{"complete":true}}}"#,
+            ),
+            r#"route "r" call "a" key "fallback": writes into "_meta""#,
+        ),
+        (
+            route(
+                r#"{"layout":"merge"}"#,
+                r#"{"name":"a","cluster":"c","path":"/","as":"_meta"}"#,
+            ),
+            r#"route "r" call "a" key "as": clashes with the completeness object's key (response.meta)"#,
+        ),
+    ];
+    for (json, expected) in &refused {
+        let e = compile(json).unwrap_err();
+        assert!(e.starts_with(expected), "\n got: {e}\nwant: {expected}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+    // Where the meta object is not, or the value stays under a call's key, it is fine.
+    for json in [
+        route(r#"{"meta":null,"derive":{"_meta":{"count":"a"}}}"#, call),
+        route(
+            r#"{"meta":"status","derive":{"_meta":{"count":"a"}}}"#,
+            call,
+        ),
+        route(r#"{"derive":{"a._meta":{"count":"a"}}}"#, call),
+        route(
+            r#"{}"#,
+            r#"{"name":"a","cluster":"c","path":"/","rename":{"x":"_meta"},"fallback":{"_meta":1}}"#,
+        ),
+        route(
+            r#"{"layout":"merge"}"#,
+            r#"{"name":"a","cluster":"c","path":"/","as":"k","rename":{"x":"_meta"},"fallback":{"_meta":1}}"#,
+        ),
+    ] {
+        assert!(compile(&json).is_ok(), "{json}: {:?}", compile(&json).err());
+    }
+}
