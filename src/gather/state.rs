@@ -86,7 +86,7 @@ impl Fanned {
 /// One item of a `for_each` call.
 #[derive(Debug)]
 pub struct ItemState {
-    /// The item as text, for `_meta` and error bodies.
+    /// The item as `_meta` and error bodies name it (see [`ItemState::all`]).
     pub key: String,
     pub value: Value,
     pub result: Option<Result<Success, Failure>>,
@@ -94,18 +94,46 @@ pub struct ItemState {
 }
 
 impl ItemState {
-    pub fn new(value: Value) -> ItemState {
-        let key = match &value {
+    /// The items of one `for_each` call (distinct scalars, in order), each with its key in
+    /// `_meta.errors.<call>.items` and `_meta.stale.<call>.items` (SPEC §4: unique keys): a
+    /// string by its text, a number or boolean as JSON writes it (`u1`, `7`, `true`). When
+    /// that would give two items one key — only a string and a number or boolean can collide,
+    /// as `"7"` and `7` — every item of the call is keyed by its JSON text, so strings are
+    /// quoted (`"\"7\""` and `"7"` in the answer's JSON): the keys stay unique and say which
+    /// item is which, and the common case (items of one type) keeps plain keys.
+    pub fn all(values: Vec<Value>) -> Vec<ItemState> {
+        let text = |value: &Value| match value {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        ItemState {
-            key,
-            value,
-            result: None,
-            attempts: 0,
+        let mut keys: Vec<String> = values.iter().map(text).collect();
+        if collide(&values, &keys) {
+            keys = values.iter().map(Value::to_string).collect();
         }
+        values
+            .into_iter()
+            .zip(keys)
+            .map(|(value, key)| ItemState {
+                key,
+                value,
+                result: None,
+                attempts: 0,
+            })
+            .collect()
     }
+}
+
+/// Whether two items have the same text key. Distinct strings have distinct texts, and so do
+/// distinct numbers and booleans (JSON text is one-to-one on serde_json values), so only a
+/// call mixing strings with other items needs looking at.
+fn collide(values: &[Value], keys: &[String]) -> bool {
+    let strings = values.iter().filter(|v| v.is_string()).count();
+    if strings == 0 || strings == values.len() {
+        return false;
+    }
+    let mut sorted: Vec<&str> = keys.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.windows(2).any(|pair| pair.first() == pair.last())
 }
 
 /// A rendered request, kept to be sent again by retries and hedges.
