@@ -96,44 +96,27 @@ pub struct ItemState {
 impl ItemState {
     /// The items of one `for_each` call (distinct scalars, in order), each with its key in
     /// `_meta.errors.<call>.items` and `_meta.stale.<call>.items` (SPEC §4: unique keys): a
-    /// string by its text, a number or boolean as JSON writes it (`u1`, `7`, `true`). When
-    /// that would give two items one key — only a string and a number or boolean can collide,
-    /// as `"7"` and `7` — every item of the call is keyed by its JSON text, so strings are
-    /// quoted (`"\"7\""` and `"7"` in the answer's JSON): the keys stay unique and say which
-    /// item is which, and the common case (items of one type) keeps plain keys.
+    /// string by its text, a number or boolean as JSON writes it (`u1`, `7`, `true`). A string
+    /// and a number could print alike (`"7"` and `7`), so when a call's items mix strings with
+    /// numbers or booleans, every item of the call is keyed by its JSON text: strings quoted
+    /// (`"\"7\""` and `"7"` in the answer's JSON). Distinct items then always have distinct
+    /// keys, and the usual case, items of one type, keeps plain ones.
     pub fn all(values: Vec<Value>) -> Vec<ItemState> {
-        let text = |value: &Value| match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let mut keys: Vec<String> = values.iter().map(text).collect();
-        if collide(&values, &keys) {
-            keys = values.iter().map(Value::to_string).collect();
-        }
+        let strings = values.iter().filter(|v| v.is_string()).count();
+        let mixed = strings != 0 && strings != values.len();
         values
             .into_iter()
-            .zip(keys)
-            .map(|(value, key)| ItemState {
-                key,
+            .map(|value| ItemState {
+                key: match &value {
+                    Value::String(s) if !mixed => s.clone(),
+                    other => other.to_string(),
+                },
                 value,
                 result: None,
                 attempts: 0,
             })
             .collect()
     }
-}
-
-/// Whether two items have the same text key. Distinct strings have distinct texts, and so do
-/// distinct numbers and booleans (JSON text is one-to-one on serde_json values), so only a
-/// call mixing strings with other items needs looking at.
-fn collide(values: &[Value], keys: &[String]) -> bool {
-    let strings = values.iter().filter(|v| v.is_string()).count();
-    if strings == 0 || strings == values.len() {
-        return false;
-    }
-    let mut sorted: Vec<&str> = keys.iter().map(String::as_str).collect();
-    sorted.sort_unstable();
-    sorted.windows(2).any(|pair| pair.first() == pair.last())
 }
 
 /// A rendered request, kept to be sent again by retries and hedges.
