@@ -573,10 +573,10 @@ fn compile_response_shape(
     Ok(response)
 }
 
-/// The completeness object's key belongs to the filter (SPEC §4): configuration that would
-/// write a value there — a derived field, or in `merge` a call's `rename` or `fallback` that
-/// lands at the top of the document — could never show, so it is refused. (Call names and
-/// `as` are checked with the output keys; `join.as` writes inside an array, never at the top.)
+/// The completeness object's key belongs to the filter (SPEC §4): a derived field written
+/// there could never show, so it is refused. (Call names and `as` are checked with the output
+/// keys; `join.as` writes inside an array, never at the top; in `merge`, a body's top-level
+/// key of that name, from upstream, a `rename` or a `fallback`, is dropped with a debug log.)
 fn check_meta_stays_the_filters(
     route: &RouteConfig,
     response: &shape::ResponseShape,
@@ -591,26 +591,6 @@ fn check_meta_stays_the_filters(
     for ((out, _), derived) in route.response.derive.iter().zip(&response.derive) {
         if top_key(&derived.out).as_deref() == Some(meta) {
             return Err(place.error(Some(&format!("response.derive.{out}")), clash));
-        }
-    }
-    if route.response.layout != config::Layout::Merge {
-        return Ok(());
-    }
-    for call in route.calls.iter().filter(|c| c.output_key.is_none()) {
-        let call_place = place.call(&call.name);
-        for (_, to) in &call.rename {
-            let to = JsonPath::parse(to).map_err(|why| call_place.error(Some("rename"), why))?;
-            if top_key(&to).as_deref() == Some(meta) {
-                return Err(call_place.error(Some("rename"), clash));
-            }
-        }
-        if call
-            .fallback
-            .as_ref()
-            .and_then(|f| f.as_object())
-            .is_some_and(|f| f.contains_key(meta))
-        {
-            return Err(call_place.error(Some("fallback"), clash));
         }
     }
     Ok(())
