@@ -170,7 +170,8 @@ fn apply_join(base: &mut Value, join: &Join, fanned: &Fanned, fallback: Option<&
                 Some(detail) => {
                     map.insert(join.key.clone(), detail);
                 }
-                // `retain`, not `remove`, to keep the other keys' order with `preserve_order`.
+                // `retain`, not `remove`: with serde_json's `preserve_order`, `remove` moves
+                // the last key into the gap.
                 None if map.contains_key(&join.key) => map.retain(|key, _| *key != join.key),
                 None => {}
             }

@@ -36,10 +36,7 @@ pub fn document<'a>(
             for (call, body) in bodies {
                 match body {
                     body if call.keyed => deep_merge(&mut merged, keyed(call.name, body)),
-                    Value::Object(mut map) => {
-                        drop_meta(&mut map, meta, call.name);
-                        deep_merge(&mut merged, Value::Object(map));
-                    }
+                    Value::Object(map) => merge_top_level(&mut merged, map, meta, call.name),
                     _ => misfits.push((
                         call.name,
                         misfit("is not an object, so it cannot be merged"),
@@ -71,21 +68,28 @@ pub fn document<'a>(
     for derived in &shape.derive {
         derived.apply(&mut document);
     }
-    if let Value::Object(map) = &mut document {
-        // Nothing else puts the key there (output keys and derive outputs are checked at
-        // load); this keeps the rule true whatever a layout does.
-        drop_meta(map, meta, "the layout");
-    }
     (serde_json::to_vec(&document).unwrap_or_default(), misfits)
 }
 
-/// Removes the completeness object's key from a top-level object, keeping the others' order.
-fn drop_meta(map: &mut Map<String, Value>, meta: Option<&str>, from: &str) {
-    if let Some(meta) = meta.filter(|meta| map.contains_key(*meta)) {
-        // `retain`, not `remove`: with serde_json's `preserve_order`, `remove` moves the last
-        // key into the gap.
-        map.retain(|key, _| key != meta);
-        log::debug!("{from}: top-level key {meta:?} dropped: the meta object is the filter's own");
+/// [`deep_merge`] of one body's top-level keys into the document, but for the completeness
+/// object's key, which is dropped: the meta object is the filter's own (SPEC §4).
+fn merge_top_level(merged: &mut Value, body: Map<String, Value>, meta: Option<&str>, call: &str) {
+    let Value::Object(target) = merged else {
+        return;
+    };
+    for (key, value) in body {
+        if Some(key.as_str()) == meta {
+            log::debug!(
+                "call {call}: top-level key {key:?} dropped: the meta object is the filter's own"
+            );
+            continue;
+        }
+        match target.get_mut(&key) {
+            Some(existing) => deep_merge(existing, value),
+            None => {
+                target.insert(key, value);
+            }
+        }
     }
 }
 

@@ -146,15 +146,11 @@ pub fn aggregate(calls: &[CallView<'_>], shape: Shape<'_>) -> Response {
     };
     // One entry per call: a failed call whose fallback does not fit the layout either is
     // reported with its own failure.
-    let misfits: Vec<_> = misfits
-        .into_iter()
-        .filter(|(name, _)| !errors.iter().any(|(reported, _)| reported == name))
-        .collect();
-    errors.extend(
-        misfits
-            .into_iter()
-            .map(|(name, failure)| (name, ErrorEntry::Call(Cow::Owned(failure)))),
-    );
+    for (name, failure) in misfits {
+        if !errors.iter().any(|(reported, _)| *reported == name) {
+            errors.push((name, ErrorEntry::Call(Cow::Owned(failure))));
+        }
+    }
     let complete = errors.is_empty() && calls.iter().all(CallView::complete);
     let fell_back: Vec<&str> = calls
         .iter()
