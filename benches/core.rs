@@ -193,7 +193,9 @@ criterion_group! {
 /// `valgrind --tool=callgrind` once with N requests and once with 0, and the difference over N
 /// is the instructions per request (`scripts/core-instructions.sh` does this for every variant).
 fn count(spec: &str) {
-    let (variant, requests) = spec.split_once(':').expect("CORE_COUNT=<variant>:<requests>");
+    let (variant, requests) = spec
+        .split_once(':')
+        .expect("CORE_COUNT=<variant>:<requests>");
     let requests: usize = requests.parse().expect("a number of requests");
     let fixture = match variant {
         "nested" => Fixture::new("", ""),

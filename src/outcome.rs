@@ -221,14 +221,21 @@ fn accept_body(body: Vec<u8>, format: Format, parse: bool) -> Result<Success, Fa
         return Ok(Success::new(b"null".to_vec(), parse.then_some(Value::Null)));
     }
     match format {
-        Format::Json if parse => match json_number::parse(&body) {
-            Ok(value) => Ok(Success::new(body, Some(value))),
-            Err(e) => Err(invalid_body(&e)),
-        },
-        Format::Json => match json_check::check(&body, MAX_JSON_DEPTH) {
-            Ok(()) => Ok(Success::new(body, None)),
-            Err(invalid) => Err(Failure::new(Reason::InvalidBody).with_detail(invalid.to_string())),
-        },
+        Format::Json => {
+            // Checked byte for byte even when parsed: serde_json's `Value` keeps the last of
+            // two equal keys, the bytes spliced for the client hold both, and the same body
+            // must not be valid on one route and invalid on another.
+            if let Err(invalid) = json_check::check(&body, MAX_JSON_DEPTH) {
+                return Err(Failure::new(Reason::InvalidBody).with_detail(invalid.to_string()));
+            }
+            if !parse {
+                return Ok(Success::new(body, None));
+            }
+            match json_number::parse(&body) {
+                Ok(value) => Ok(Success::new(body, Some(value))),
+                Err(e) => Err(invalid_body(&e)),
+            }
+        }
         Format::Text => {
             let text = String::from_utf8(body).map_err(|_| {
                 Failure::new(Reason::InvalidBody).with_detail("text body is not UTF-8")
@@ -323,6 +330,42 @@ mod tests {
             failure.detail.as_deref(),
             Some("body is not JSON: invalid UTF-8 at byte 9")
         );
+    }
+
+    #[test]
+    fn duplicate_keys_are_invalid_body_whether_spliced_or_parsed() {
+        for parse in [false, true] {
+            for body in [r#"{"a":1,"a":2}"#, r#"{"x":{"a":1,"\u0061":2}}"#] {
+                let failure =
+                    judge_answer(200, body.as_bytes().to_vec(), Format::Json, parse).unwrap_err();
+                assert_eq!(failure.reason, Reason::InvalidBody, "{body}");
+                assert!(
+                    failure.detail.as_deref().is_some_and(
+                        |d| d.starts_with(r#"body is not JSON: duplicate key "a" at byte "#)
+                    ),
+                    "{failure:?}"
+                );
+            }
+        }
+        let failure = judge(404, r#"{"error":"gone","error":"here"}"#).unwrap_err();
+        assert_eq!(
+            failure.json_body, None,
+            "a 4xx body with a repeated key is not passed on to the client"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_invalid_body() {
+        for parse in [false, true] {
+            let failure =
+                judge_answer(200, b"\xEF\xBB\xBF{}".to_vec(), Format::Json, parse).unwrap_err();
+            assert_eq!(failure.reason, Reason::InvalidBody);
+            assert_eq!(
+                failure.detail.as_deref(),
+                Some("body is not JSON: byte order mark at byte 0")
+            );
+        }
+        assert_eq!(judge(404, "\u{feff}{}").unwrap_err().json_body, None);
     }
 
     #[test]

@@ -366,3 +366,29 @@ fn envoy_with_filter_enabled_only_on_prefixes_still_passes_others_through() {
     assert_eq!(paths, ["/other/x", "/agg/1/extra"]);
     envoy.assert_no_vm_failures();
 }
+
+#[test]
+fn the_answer_parser_refuses_repeated_keys_at_any_level() {
+    for repeated in [
+        r#"{"a":1,"a":2}"#,
+        r#"{"a":1,"\u0061":2}"#,
+        r#"{"x":[{"k":1},{"k":2,"k":3}]}"#,
+        r#"{"_meta":{"complete":true},"x":1,"_meta":{"complete":false}}"#,
+    ] {
+        let error = parse_unique_keys(repeated.as_bytes()).unwrap_err();
+        assert!(
+            error.to_string().starts_with("duplicate key"),
+            "{repeated}: {error}"
+        );
+    }
+    assert_eq!(
+        parse_unique_keys(br#"{"a":}"#).unwrap_err().to_string(),
+        "expected value at line 1 column 6",
+        "otherwise what serde_json says"
+    );
+    assert_eq!(
+        parse_unique_keys(br#" {"a":{"a":1},"b":[{"a":2},{"a":3}]} "#).unwrap(),
+        serde_json::json!({"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]})
+    );
+    assert!(parse_unique_keys(b"{} x").is_err());
+}

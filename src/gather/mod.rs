@@ -391,7 +391,7 @@ impl Gather {
             Ok(values) => values,
             Err(failure) => return self.finish(call, Outcome::Failed(failure), None, 0),
         };
-        let mut items: Vec<ItemState> = values.into_iter().map(ItemState::new).collect();
+        let mut items = ItemState::all(values);
         let mut requests = Vec::with_capacity(items.len());
         for item in &mut items {
             match self.prepare(plan, Some(&item.value)) {
@@ -451,6 +451,7 @@ impl Gather {
     fn shape(&self) -> Shape<'_> {
         Shape {
             meta_key: self.route.meta_key.as_deref(),
+            meta_name: self.route.meta_name.as_deref(),
             expose_errors: self.route.expose_errors,
             response: &self.route.response,
         }

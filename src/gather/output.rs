@@ -147,7 +147,9 @@ fn joins_into<'a>(
 }
 
 /// Each element of the array at `join.into` whose `join.on` equals an item gets that item's
-/// result (or the call's fallback) under `join.key`; a failed item without fallback adds nothing.
+/// result (or the call's fallback) under `join.key`, replacing an upstream value of that key;
+/// for a failed item without fallback the key is removed, so an upstream value never passes
+/// for the joined result.
 fn apply_join(base: &mut Value, join: &Join, fanned: &Fanned, fallback: Option<&Value>) {
     let Some(Value::Array(elements)) = join.into.find_mut(base) else {
         return;
@@ -168,8 +170,16 @@ fn apply_join(base: &mut Value, join: &Join, fanned: &Fanned, fallback: Option<&
             Some(Err(_)) => fallback.cloned(),
             None => None,
         };
-        if let (Some(detail), Value::Object(map)) = (detail, element) {
-            map.insert(join.key.clone(), detail);
+        if let Value::Object(map) = element {
+            match detail {
+                Some(detail) => {
+                    map.insert(join.key.clone(), detail);
+                }
+                // `retain`, not `remove`: with serde_json's `preserve_order`, `remove` moves
+                // the last key into the gap.
+                None if map.contains_key(&join.key) => map.retain(|key, _| *key != join.key),
+                None => {}
+            }
         }
     }
 }

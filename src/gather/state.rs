@@ -86,7 +86,7 @@ impl Fanned {
 /// One item of a `for_each` call.
 #[derive(Debug)]
 pub struct ItemState {
-    /// The item as text, for `_meta` and error bodies.
+    /// The item as `_meta` and error bodies name it (see [`ItemState::all`]).
     pub key: String,
     pub value: Value,
     pub result: Option<Result<Success, Failure>>,
@@ -94,17 +94,28 @@ pub struct ItemState {
 }
 
 impl ItemState {
-    pub fn new(value: Value) -> ItemState {
-        let key = match &value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        ItemState {
-            key,
-            value,
-            result: None,
-            attempts: 0,
-        }
+    /// The items of one `for_each` call (distinct scalars, in order), each with its key in
+    /// `_meta.errors.<call>.items` and `_meta.stale.<call>.items` (SPEC §4: unique keys): a
+    /// string by its text, a number or boolean as JSON writes it (`u1`, `7`, `true`). A string
+    /// and a number could print alike (`"7"` and `7`), so when a call's items mix strings with
+    /// numbers or booleans, every item of the call is keyed by its JSON text: strings quoted
+    /// (`"\"7\""` and `"7"` in the answer's JSON). Distinct items then always have distinct
+    /// keys, and the usual case, items of one type, keeps plain ones.
+    pub fn all(values: Vec<Value>) -> Vec<ItemState> {
+        let strings = values.iter().filter(|v| v.is_string()).count();
+        let mixed = strings != 0 && strings != values.len();
+        values
+            .into_iter()
+            .map(|value| ItemState {
+                key: match &value {
+                    Value::String(s) if !mixed => s.clone(),
+                    other => other.to_string(),
+                },
+                value,
+                result: None,
+                attempts: 0,
+            })
+            .collect()
     }
 }
 

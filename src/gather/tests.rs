@@ -481,6 +481,96 @@ fn failed_items_without_fallback_are_null_in_the_array() {
     );
 }
 
+/// The answer's body has unique keys at every level (json_check refuses repeats).
+fn assert_unique_keys(r: &Response) {
+    if let Err(e) = crate::json_check::check(&r.body, 127) {
+        panic!("{e}: {}", String::from_utf8_lossy(&r.body));
+    }
+}
+
+#[test]
+fn items_of_mixed_types_are_keyed_by_their_json() {
+    let route = page(
+        r#"{"name":"posts","cluster":"posts","path":"/posts"},
+           {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author"}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    let posts = r#"{"items":[{"author":7},{"author":"7"},{"author":"u\"1"}]}"#;
+    let sent: Vec<usize> = dispatches(&gather.ev(answer(0, posts), MS))
+        .iter()
+        .map(|d| d.job)
+        .collect();
+    assert_eq!(sent.len(), 3, "7 and \"7\" are two items");
+    gather.ev(Event::Reset { job: sent[0] }, 2 * MS);
+    gather.ev(Event::Reset { job: sent[1] }, 2 * MS);
+    let r = response(gather.ev(Event::Reset { job: sent[2] }, 2 * MS));
+    assert_unique_keys(&r);
+    assert_eq!(
+        body(&r)["_meta"]["errors"]["authors"]["items"],
+        json!({"7": {"reason": "connect"}, "\"7\"": {"reason": "connect"},
+               "\"u\\\"1\"": {"reason": "connect"}})
+    );
+}
+
+#[test]
+fn items_of_one_type_keep_plain_keys() {
+    let keys = |values: Value| -> Vec<String> {
+        let Value::Array(values) = values else {
+            panic!()
+        };
+        state::ItemState::all(values)
+            .into_iter()
+            .map(|i| i.key)
+            .collect()
+    };
+    assert_eq!(keys(json!(["u1", "7", "true"])), ["u1", "7", "true"]);
+    assert_eq!(keys(json!([7, 7.5, true, -1])), ["7", "7.5", "true", "-1"]);
+    assert_eq!(
+        keys(json!(["u1", 8, "7"])),
+        ["\"u1\"", "8", "\"7\""],
+        "strings mixed with numbers: every key is JSON"
+    );
+    assert_eq!(keys(json!([true, "true"])), ["true", "\"true\""]);
+}
+
+#[test]
+fn a_join_replaces_an_upstream_key_of_its_name_or_removes_it() {
+    let route = page(
+        r#"{"name":"posts","cluster":"posts","path":"/posts"},
+           {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author",
+            "join":{"into":"posts.items","on":"author","as":"detail"}}"#,
+    );
+    let (mut gather, _) = start(&route, "1", "");
+    let posts = r#"{"items":[{"author":"u1","detail":"upstream"},{"author":"u2","detail":"upstream"},{"author":"u3","detail":"kept"}]}"#;
+    let sent: Vec<usize> = dispatches(&gather.ev(answer(0, posts), MS))
+        .iter()
+        .map(|d| d.job)
+        .collect();
+    gather.ev(answer(sent[0], r#"{"name":"One"}"#), 2 * MS);
+    gather.ev(answer(sent[2], r#"{"name":"Three"}"#), 2 * MS);
+    let r = response(gather.ev(Event::Reset { job: sent[1] }, 3 * MS));
+    assert_unique_keys(&r);
+    assert_eq!(
+        body(&r)["posts"]["items"],
+        json!([{"author": "u1", "detail": {"name": "One"}}, {"author": "u2"},
+               {"author": "u3", "detail": {"name": "Three"}}])
+    );
+}
+
+#[test]
+fn an_upstream_body_with_a_repeated_key_is_invalid_body() {
+    let route =
+        page(r#"{"name":"a","cluster":"a","path":"/a"},{"name":"b","cluster":"b","path":"/b"}"#);
+    let (mut gather, _) = start(&route, "1", "");
+    gather.ev(answer(0, r#"{"ok":true}"#), MS);
+    let r = response(gather.ev(answer(1, r#"{"x":{"complete":true,"complete":false}}"#), MS));
+    assert_unique_keys(&r);
+    assert_eq!(
+        body(&r),
+        json!({"a": {"ok": true}, "_meta": {"complete": false, "errors": {"b": {"reason": "invalid_body"}}}})
+    );
+}
+
 #[test]
 fn too_many_items_fails_the_call_without_dispatching() {
     let route = page(

@@ -108,6 +108,7 @@ impl Route {
             query_params: cx.inputs.query_params,
             headers: cx.inputs.headers,
             meta_key: meta_key(&config.response, &cx.place)?,
+            meta_name: config.response.meta.clone(),
             fields_param: config.fields_param.clone(),
             client_body,
             response,

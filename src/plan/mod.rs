@@ -42,6 +42,8 @@ pub struct Route {
     pub headers: Vec<String>,
     /// Key of the completeness object, JSON-encoded with its quotes; `None` to omit it.
     pub meta_key: Option<String>,
+    /// The same key as text, to keep upstream keys of that name out of the answer (SPEC §4).
+    pub meta_name: Option<String>,
     /// Query parameter that selects calls (SPEC §5 selective fetching); `None`: disabled.
     pub fields_param: Option<String>,
     pub client_body: ClientBodyUse,

@@ -503,3 +503,65 @@ fn an_output_key_may_not_be_the_completeness_object_key_and_unsafe_calls_do_not_
         .collect();
     assert_eq!(retried, [true, false, true]);
 }
+
+#[test]
+fn configuration_cannot_write_into_the_completeness_object() {
+    let route = |response: &str, calls: &str| {
+        format!(
+            r#"{{"routes":[{{"name":"r","match":{{"path":"/"}},"response":{response},"calls":[{calls}]}}]}}"#
+        )
+    };
+    let call = r#"{"name":"a","cluster":"c","path":"/"}"#;
+    let refused = [
+        (
+            route(r#"{"derive":{"_meta":{"count":"a"}}}"#, call),
+            r#"route "r" key "response.derive._meta": writes into "_meta", the completeness object's key (response.meta), which is the filter's own"#,
+        ),
+        (
+            route(
+                r#"{"layout":"merge","derive":{"_meta.n":{"count":"a"}}}"#,
+                call,
+            ),
+            r#"route "r" key "response.derive._meta.n": writes into "_meta""#,
+        ),
+        (
+            route(
+                r#"{"meta":"status","derive":{"status[0]":{"count":"a"}}}"#,
+                call,
+            ),
+            r#"route "r" key "response.derive.status[0]": writes into "status""#,
+        ),
+        (
+            route(
+                r#"{"layout":"merge"}"#,
+                r#"{"name":"a","cluster":"c","path":"/","as":"_meta"}"#,
+            ),
+            r#"route "r" call "a" key "as": clashes with the completeness object's key (response.meta)"#,
+        ),
+    ];
+    for (json, expected) in &refused {
+        let e = compile(json).unwrap_err();
+        assert!(e.starts_with(expected), "\n got: {e}\nwant: {expected}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+    // Where the meta object is not, or the value stays under a call's key, it is fine; in
+    // merge, a body's top-level key of that name is dropped when the answer is assembled.
+    for json in [
+        route(r#"{"meta":null,"derive":{"_meta":{"count":"a"}}}"#, call),
+        route(
+            r#"{"meta":"status","derive":{"_meta":{"count":"a"}}}"#,
+            call,
+        ),
+        route(r#"{"derive":{"a._meta":{"count":"a"}}}"#, call),
+        route(
+            r#"{}"#,
+            r#"{"name":"a","cluster":"c","path":"/","rename":{"x":"_meta"},"fallback":{"_meta":1}}"#,
+        ),
+        route(
+            r#"{"layout":"merge"}"#,
+            r#"{"name":"a","cluster":"c","path":"/","rename":{"x":"_meta"},"fallback":{"_meta":1}}"#,
+        ),
+    ] {
+        assert!(compile(&json).is_ok(), "{json}: {:?}", compile(&json).err());
+    }
+}

@@ -1,5 +1,9 @@
 //! The reshaping path: the calls' bodies parsed and put together by the `nested`, `merge` or
 //! `concat` layout, then derived fields. A body that does not fit the layout is reported.
+//!
+//! Keys are unique by construction (serde_json's `Map` holds one value per key), and the
+//! completeness object's key is kept free for the filter (SPEC §4): `merge` drops an upstream
+//! top-level key of that name, and the configuration cannot write there (`compile.rs`).
 
 use super::CallView;
 use crate::config::Layout;
@@ -20,7 +24,13 @@ pub struct Assembled<'a, 's> {
 }
 
 /// Puts the calls' bodies together by the route's layout, then writes the derived fields.
-pub fn document<'a, 's>(calls: &[CallView<'a>], shape: &'s ResponseShape) -> Assembled<'a, 's> {
+/// `meta` is the completeness object's key, which the document leaves out for the filter to
+/// add.
+pub fn document<'a, 's>(
+    calls: &[CallView<'a>],
+    shape: &'s ResponseShape,
+    meta: Option<&str>,
+) -> Assembled<'a, 's> {
     let mut misfits = Vec::new();
     let bodies = calls
         .iter()
@@ -36,7 +46,7 @@ pub fn document<'a, 's>(calls: &[CallView<'a>], shape: &'s ResponseShape) -> Ass
             for (call, body) in bodies {
                 match body {
                     body if call.keyed => deep_merge(&mut merged, keyed(call.name, body)),
-                    body @ Value::Object(_) => deep_merge(&mut merged, body),
+                    Value::Object(map) => merge_top_level(&mut merged, map, meta, call.name),
                     _ => misfits.push((
                         call.name,
                         misfit("is not an object, so it cannot be merged"),
@@ -74,6 +84,28 @@ pub fn document<'a, 's>(calls: &[CallView<'a>], shape: &'s ResponseShape) -> Ass
         body: serde_json::to_vec(&document).unwrap_or_default(),
         misfits,
         inexact,
+    }
+}
+
+/// [`deep_merge`] of one body's top-level keys into the document, but for the completeness
+/// object's key, which is dropped: the meta object is the filter's own (SPEC §4).
+fn merge_top_level(merged: &mut Value, body: Map<String, Value>, meta: Option<&str>, call: &str) {
+    let Value::Object(target) = merged else {
+        return;
+    };
+    for (key, value) in body {
+        if Some(key.as_str()) == meta {
+            log::debug!(
+                "call {call}: top-level key {key:?} dropped: the meta object is the filter's own"
+            );
+            continue;
+        }
+        match target.get_mut(&key) {
+            Some(existing) => deep_merge(existing, value),
+            None => {
+                target.insert(key, value);
+            }
+        }
     }
 }
 
@@ -115,7 +147,7 @@ mod tests {
 
     fn run(calls: &[CallView<'_>], response: Value) -> (Value, Vec<String>) {
         let shape = shape(response);
-        let assembled = document(calls, &shape);
+        let assembled = document(calls, &shape, Some("_meta"));
         (
             serde_json::from_slice(&assembled.body).unwrap(),
             assembled
@@ -140,6 +172,33 @@ mod tests {
     }
 
     #[test]
+    fn merge_drops_an_upstream_meta_key_at_the_top_only() {
+        let calls = [
+            view("m", r#"{"_meta":{"complete":true,"page":2},"x":1}"#, false),
+            view(
+                "n",
+                r#"{"y":{"_meta":"kept"},"\u005fmeta":"escaped"}"#,
+                false,
+            ),
+            view("k", r#"{"_meta":3}"#, true),
+        ];
+        let (doc, misfits) = run(&calls, json!({"layout": "merge"}));
+        assert_eq!(
+            doc,
+            json!({"x": 1, "y": {"_meta": "kept"}, "k": {"_meta": 3}})
+        );
+        assert!(misfits.is_empty());
+        let status = shape(json!({"layout": "merge"}));
+        let assembled = document(&calls[..1], &status, Some("status"));
+        let doc: Value = serde_json::from_slice(&assembled.body).unwrap();
+        assert_eq!(
+            doc["_meta"],
+            json!({"complete": true, "page": 2}),
+            "only the configured name is the filter's"
+        );
+    }
+
+    #[test]
     fn concat_sorts_limits_and_reports_misfits() {
         let calls = [
             view("a", r#"[{"v":1},{"v":3}]"#, false),
@@ -158,7 +217,7 @@ mod tests {
     fn layouts_keep_numbers_as_written_and_keys_in_arrival_order() {
         let text = |calls: &[CallView<'_>], response: Value| {
             let shape = shape(response);
-            String::from_utf8(document(calls, &shape).body).unwrap()
+            String::from_utf8(document(calls, &shape, Some("_meta")).body).unwrap()
         };
         let calls = [
             view(

@@ -119,6 +119,8 @@ impl CallView<'_> {
 pub struct Shape<'a> {
     /// The completeness object's key, JSON-encoded with quotes; `None` omits it.
     pub meta_key: Option<&'a str>,
+    /// The same key as text: an upstream key of that name never reaches the answer.
+    pub meta_name: Option<&'a str>,
     pub expose_errors: bool,
     pub response: &'a ResponseShape,
 }
@@ -144,15 +146,16 @@ pub fn aggregate(calls: &[CallView<'_>], shape: Shape<'_>) -> Response {
             inexact: Vec::new(),
         }
     } else {
-        assemble::document(calls, shape.response)
+        assemble::document(calls, shape.response, shape.meta_name)
     };
     let document = assembled.body;
-    errors.extend(
-        assembled
-            .misfits
-            .into_iter()
-            .map(|(name, failure)| (name, ErrorEntry::Call(Cow::Owned(failure)))),
-    );
+    // One entry per call: a failed call whose fallback does not fit the layout either is
+    // reported with its own failure.
+    for (name, failure) in assembled.misfits {
+        if !errors.iter().any(|(reported, _)| *reported == name) {
+            errors.push((name, ErrorEntry::Call(Cow::Owned(failure))));
+        }
+    }
     let complete = errors.is_empty() && calls.iter().all(CallView::complete);
     let fell_back: Vec<&str> = calls
         .iter()
@@ -432,7 +435,7 @@ pub fn server_timing(calls: &[CallView<'_>]) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
     use super::*;
     use crate::outcome::Reason;
     use serde_json::json;
@@ -440,6 +443,7 @@ mod tests {
     static NESTED: ResponseShape = ResponseShape::nested();
     const SHAPE: Shape<'static> = Shape {
         meta_key: Some("\"_meta\""),
+        meta_name: Some("_meta"),
         expose_errors: false,
         response: &NESTED,
     };
@@ -560,6 +564,7 @@ mod tests {
             &calls,
             Shape {
                 meta_key: Some("\"status\""),
+                meta_name: Some("status"),
                 ..SHAPE
             },
         );
@@ -571,6 +576,7 @@ mod tests {
             &calls,
             Shape {
                 meta_key: None,
+                meta_name: None,
                 ..SHAPE
             },
         );
@@ -579,10 +585,74 @@ mod tests {
             &[],
             Shape {
                 meta_key: None,
+                meta_name: None,
                 ..SHAPE
             },
         );
         assert_eq!(none.body, b"{}");
+    }
+
+    fn merge() -> ResponseShape {
+        let config = crate::config::parse(
+            br#"{"routes":[{"name":"r","match":{"path":"/"},"response":{"layout":"merge"},
+                "calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#,
+        )
+        .unwrap();
+        crate::shape::compile_response(&config.routes[0].response).unwrap()
+    }
+
+    /// The body is JSON with unique keys at every level (json_check refuses repeats).
+    fn assert_unique_keys(response: &Response) {
+        if let Err(e) = crate::json_check::check(&response.body, 127) {
+            panic!("{e}: {}", String::from_utf8_lossy(&response.body));
+        }
+    }
+
+    #[test]
+    fn the_meta_object_is_the_filters_own_in_merge() {
+        let mut not_found = Failure::new(Reason::Status);
+        not_found.status = Some(404);
+        let calls = [
+            ok("m", r#"{"_meta":{"complete":true,"page":2},"x":1}"#, 1),
+            failed("down", &not_found, None, Some(1)),
+        ];
+        let shape = merge();
+        let response = aggregate(
+            &calls,
+            Shape {
+                response: &shape,
+                ..SHAPE
+            },
+        );
+        assert_unique_keys(&response);
+        assert_eq!(
+            parse(&response),
+            json!({"x": 1, "_meta": {"complete": false,
+                "errors": {"down": {"reason": "status", "status": 404}}}})
+        );
+    }
+
+    #[test]
+    fn a_failed_call_whose_fallback_does_not_fit_is_reported_once() {
+        let timeout = Failure::new(Reason::Timeout);
+        let calls = [
+            ok("a", r#"{"x":1}"#, 1),
+            failed("b", &timeout, Some("[]"), Some(1)),
+        ];
+        let shape = merge();
+        let response = aggregate(
+            &calls,
+            Shape {
+                response: &shape,
+                ..SHAPE
+            },
+        );
+        assert_unique_keys(&response);
+        assert_eq!(
+            parse(&response),
+            json!({"x": 1, "_meta": {"complete": false, "errors": {"b": {"reason": "timeout"}},
+                "fallback": ["b"]}})
+        );
     }
 
     #[test]

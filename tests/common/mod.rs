@@ -8,6 +8,10 @@
     dead_code
 )]
 
+mod unique_keys;
+
+pub use unique_keys::parse_unique_keys;
+
 use serde_json::{json, Value};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -472,7 +476,6 @@ impl HttpResponse {
             .collect()
     }
 
-    /// The body as JSON; panics (showing the body) if it is not JSON.
     /// Asserts the answer took between `min_ms` (inclusive) and `max_ms` (exclusive).
     pub fn assert_took(&self, min_ms: u64, max_ms: u64, why: &str) {
         let (min, max) = (Duration::from_millis(min_ms), Duration::from_millis(max_ms));
@@ -483,10 +486,12 @@ impl HttpResponse {
         );
     }
 
+    /// The body as JSON; panics (showing the body) if it is not JSON, or if some object in it
+    /// repeats a key (SPEC §4), which a plain `Value` parse would hide.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+        parse_unique_keys(&self.body).unwrap_or_else(|e| {
             panic!(
-                "response body is not JSON ({e}); status {}, body: {}",
+                "response body is not JSON with unique keys ({e}); status {}, body: {}",
                 self.status,
                 self.text()
             )

@@ -5,6 +5,7 @@
 use super::checks::check_response_header;
 use super::Context;
 use crate::config::ConfigError;
+use crate::json_path::JsonPath;
 use crate::plan::Call;
 use crate::shape::{self, ResponseShape};
 
@@ -15,6 +16,7 @@ impl Context<'_> {
         let config = &self.route.response;
         let place = &self.place;
         let response = shape::compile_response(config).map_err(|e| place.locate(e))?;
+        self.check_meta_stays_the_filters(&response)?;
         for (name, value) in &response.headers {
             let key = format!("response.headers.{name}");
             check_response_header(name).map_err(|why| place.error(Some(&key), why))?;
@@ -40,4 +42,33 @@ impl Context<'_> {
         }
         Ok(response)
     }
+
+    /// The completeness object's key belongs to the filter (SPEC §4): a derived field
+    /// written there could never show, so it is refused. (Call names and `as` are checked
+    /// with the output keys; `join.as` writes inside an array, never at the top; in `merge`,
+    /// a body's top-level key of that name, from upstream, a `rename` or a `fallback`, is
+    /// dropped with a debug log.)
+    fn check_meta_stays_the_filters(&self, response: &ResponseShape) -> Result<(), ConfigError> {
+        let Some(meta) = self.route.response.meta.as_deref() else {
+            return Ok(());
+        };
+        for ((out, _), derived) in self.route.response.derive.iter().zip(&response.derive) {
+            if top_key(&derived.out).as_deref() == Some(meta) {
+                return Err(self.place.error(
+                    Some(&format!("response.derive.{out}")),
+                    format!(
+                        "writes into \"{meta}\", the completeness object's key (response.meta), which is the filter's own"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The key a path writes at the top of an object, if it writes into one.
+fn top_key(path: &JsonPath) -> Option<String> {
+    let mut probe = serde_json::Value::Object(serde_json::Map::new());
+    path.insert(&mut probe, serde_json::Value::Null);
+    probe.as_object()?.keys().next().cloned()
 }
