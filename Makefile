@@ -55,7 +55,7 @@ wasm-smoke: build
 		|| { cat target/wasm-smoke.log; exit 1; }
 	@grep -E "^(verification|timed)" target/wasm-smoke.log
 
-## fuzz: bounded fuzzing of config parsing, templates, upstream bodies and the JSON validator (FUZZ_SECONDS each)
+## fuzz: bounded fuzzing of config parsing, templates, upstream bodies, the JSON validator and answer keys (FUZZ_SECONDS each)
 FUZZ_SECONDS ?= 120
 fuzz:
 	./scripts/fuzz.sh $(FUZZ_SECONDS)
