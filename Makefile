@@ -55,8 +55,8 @@ wasm-smoke: build
 		|| { cat target/wasm-smoke.log; exit 1; }
 	@grep -E "^(verification|timed)" target/wasm-smoke.log
 
-## fuzz: bounded fuzzing of config parsing, templates, upstream bodies, the JSON validator and
-##       exact numbers (FUZZ_SECONDS each)
+## fuzz: bounded fuzzing of config parsing, templates, upstream bodies, the JSON validator,
+##       answer keys and exact numbers (FUZZ_SECONDS each)
 FUZZ_SECONDS ?= 120
 fuzz:
 	./scripts/fuzz.sh $(FUZZ_SECONDS)

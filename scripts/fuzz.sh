@@ -6,10 +6,13 @@
 # Targets (fuzz/fuzz_targets/): config (parsing and compiling any bytes), template (hostile
 # client input rendered into paths, queries, headers and bodies: never injected),
 # upstream_body (any upstream body through validation, splicing, parsing, shaping, layouts,
-# joins: the answer is always JSON) and json_check (the splice-path validator against
-# serde_json: it accepts exactly what serde_json accepts within the depth limit) and
-# json_number (the one JSON parse keeps every number's spelling; exact comparison and sums agree
-# with bigdecimal). Seeds live
+# joins: the answer is always JSON with unique keys), json_check (the splice-path validator
+# against serde_json: it accepts exactly what serde_json accepts within the depth limit, but
+# for repeated keys, which it refuses), shape_keys (routes built from colliding keys —
+# layouts, meta names, as, derive, join, fallbacks — with hostile upstream bodies: every
+# answer has unique keys at every level and the filter's own meta object) and json_number
+# (the one JSON parse keeps every number's spelling; exact comparison and sums agree with
+# bigdecimal). Seeds live
 # in fuzz/seeds/<target>; the growing corpus in fuzz/corpus/<target> (git-ignored). A crash
 # stops the run with a non-zero exit and leaves the input in fuzz/artifacts/<target>/: turn
 # it into a regression test.
@@ -20,7 +23,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-    targets=(config template upstream_body json_check json_number)
+    targets=(config template upstream_body json_check shape_keys json_number)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then

@@ -7,7 +7,8 @@
 //! Built for the hot path: every upstream answer in the default layout goes through here and
 //! nowhere else, so it replaces a serde pass plus a separate depth pass (and catches invalid
 //! UTF-8 inside strings, which serde's ignoring deserializer lets through). It allocates
-//! nothing unless the objects open at one point hold more than [`INLINE_KEYS`] keys together.
+//! nothing unless the objects open at one point hold more than [`INLINE_KEYS`] keys together
+//! (counting one entry per open object).
 //!
 //! Why duplicate keys are refused (SPEC §4, every answer has unique keys): parsers disagree on
 //! `{"complete":true,"complete":false}` — some keep the first value, some the last — so a body
@@ -128,7 +129,8 @@ pub fn check(json: &[u8], max_depth: usize) -> Result<(), Invalid> {
     .run()
 }
 
-/// Keys remembered without allocating, across all the objects open at one point of the text.
+/// Keys remembered without allocating, across all the objects open at one point of the text
+/// (each open object takes one entry too).
 pub const INLINE_KEYS: usize = 32;
 
 /// Up to this many keys, an object compares each new key with the ones before it; a larger

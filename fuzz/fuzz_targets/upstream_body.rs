@@ -1,7 +1,10 @@
 //! Any upstream body through every handling path: validation and splicing, parsing for later
 //! calls, per-call shaping, the merge and concat layouts, derived fields and joins. The
-//! answer is always valid JSON.
+//! answer is always valid JSON with unique keys at every level (SPEC §4).
 #![no_main]
+
+#[path = "../../tests/common/unique_keys.rs"]
+mod unique_keys;
 
 use gateway_aggregator::gather::{Action, ClientRequest, Event, Gather};
 use gateway_aggregator::plan::Plan;
@@ -58,11 +61,11 @@ fuzz_target!(|data: &[u8]| {
             if !response.body.is_empty() {
                 // Numbers beyond an f64's range are valid JSON and spliced as written;
                 // serde_json's Value alone refuses them.
-                let parsed = serde_json::from_slice::<serde_json::Value>(&response.body);
+                let parsed = unique_keys::parse_unique_keys(&response.body);
                 assert!(
                     parsed.is_ok()
                         || parsed.is_err_and(|e| e.to_string().starts_with("number out of range")),
-                    "not JSON: {:?}",
+                    "not JSON with unique keys: {:?}",
                     String::from_utf8_lossy(&response.body)
                 );
             }

@@ -2,8 +2,9 @@
 //! `concat` layout, then derived fields. A body that does not fit the layout is reported.
 //!
 //! Keys are unique by construction (serde_json's `Map` holds one value per key), and the
-//! completeness object's key is kept free for the filter (SPEC §4): `merge` drops an upstream
-//! top-level key of that name, and the configuration cannot write there (`compile.rs`).
+//! completeness object's key is kept free for the filter (SPEC §4): `merge` drops a body's
+//! top-level key of that name, and derived fields cannot be written there (refused at load,
+//! like call names and `as` equal to it).
 
 use super::CallView;
 use crate::config::Layout;
