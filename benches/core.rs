@@ -21,9 +21,10 @@
 )]
 
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
-use gateway_aggregator::gather::{Action, ClientRequest, Event, Gather};
+use gateway_aggregator::gather::{Action, AttemptId, ClientRequest, Event, Gather};
 use gateway_aggregator::plan::Plan;
 use gateway_aggregator::resilience::MemoryStore;
+use gateway_aggregator::time::Instant;
 use std::hint::black_box;
 use std::rc::Rc;
 use std::time::Duration;
@@ -98,24 +99,28 @@ impl Fixture {
             headers,
             body: None,
         };
-        let (mut gather, actions) = Gather::start(Rc::clone(&matched.route), request, 0, 10, store);
-        let jobs: Vec<usize> = actions
+        let (mut gather, actions) = Gather::start(
+            Rc::clone(&matched.route),
+            request,
+            Instant::from_micros(0),
+            Instant::from_micros(10),
+            store,
+        );
+        let attempts: Vec<AttemptId> = actions
             .iter()
-            .filter_map(|a| match a {
-                Action::Dispatch(d) => Some(d.job),
-                _ => None,
-            })
+            .filter_map(Action::dispatch)
+            .map(|d| d.attempt)
             .collect();
-        assert_eq!(jobs.len(), CALLS.len(), "four dispatches");
+        assert_eq!(attempts.len(), CALLS.len(), "four dispatches");
         let mut last = Vec::new();
-        for ((job, body), now) in jobs.into_iter().zip(bodies).zip(100u64..) {
+        for ((attempt, body), now) in attempts.into_iter().zip(bodies).zip(100u64..) {
             let event = Event::Answered {
-                job,
+                attempt,
                 status: 200,
                 headers: Vec::new(),
                 body,
             };
-            last = gather.on_event(event, now, store);
+            last = gather.on_event(event, Instant::from_micros(now), store);
         }
         match last.pop() {
             Some(Action::Respond(response)) => {

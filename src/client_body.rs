@@ -5,6 +5,8 @@
 //! (500). Pure: the host reads Envoy's numbers, this module decides.
 
 use crate::render::{self, Response};
+use crate::time::Instant;
+use std::time::Duration;
 
 /// Why a request that needs the client's body is still without it at the route deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +49,10 @@ impl BodyStall {
     }
 }
 
-/// When the wait for the body ends, in µs since the epoch: the request headers' arrival
-/// (`received_us`, µs) plus the route's `deadline_ms`, the same deadline the calls get.
-pub fn deadline_us(received_us: u64, deadline_ms: u64) -> u64 {
-    received_us.saturating_add(deadline_ms.saturating_mul(1000))
+/// When the wait for the body ends: the request headers' arrival plus the route's
+/// `deadline_ms`, the same deadline the calls get.
+pub fn deadline(received: Instant, deadline_ms: u64) -> Instant {
+    received + Duration::from_millis(deadline_ms)
 }
 
 /// Body bytes Envoy has received for a request, in bytes. Envoy's `request.total_size`
@@ -128,8 +130,14 @@ mod tests {
 
     #[test]
     fn the_deadline_counts_from_the_headers() {
-        assert_eq!(deadline_us(1_000_000, 500), 1_500_000);
-        assert_eq!(deadline_us(u64::MAX, 500), u64::MAX);
+        assert_eq!(
+            deadline(Instant::from_micros(1_000_000), 500),
+            Instant::from_micros(1_500_000)
+        );
+        assert_eq!(
+            deadline(Instant::from_micros(u64::MAX), 500),
+            Instant::from_micros(u64::MAX)
+        );
     }
 
     #[test]

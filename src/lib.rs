@@ -17,6 +17,7 @@ pub mod render;
 pub mod resilience;
 pub mod shape;
 pub mod stats;
+pub mod time;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

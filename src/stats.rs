@@ -11,7 +11,9 @@ use crate::client_body::BodyStall;
 use crate::gather::Summary;
 use crate::outcome::Reason;
 use crate::plan::Plan;
+use crate::time::whole_millis;
 use std::cell::RefCell;
+use std::time::Duration;
 
 /// The prefix of every stat the filter defines.
 pub const PREFIX: &str = "gateway_aggregator";
@@ -93,8 +95,8 @@ pub struct Answered<'a> {
     pub status: u16,
     /// `x-aggregation-complete: true`.
     pub complete: bool,
-    /// From the request headers to the answer, in µs.
-    pub latency_us: u64,
+    /// From the request headers to the answer.
+    pub latency: Duration,
     /// What the calls did; `None` when the request was answered before any call (413, 408, …).
     pub summary: Option<&'a Summary>,
 }
@@ -173,7 +175,7 @@ impl Stats {
             400..=499 => self.count(stats.failed_4xx, 1),
             _ => self.count(stats.failed_5xx, 1),
         }
-        backend.record(stats.latency_ms, answered.latency_us / 1000);
+        backend.record(stats.latency_ms, whole_millis(answered.latency));
         let Some(summary) = answered.summary else {
             return;
         };
@@ -198,8 +200,8 @@ impl Stats {
             self.count(stats.attempts, call.attempts);
             self.count(stats.retries, call.retries);
             self.count(stats.hedges, call.hedges);
-            if let (true, Some(us)) = (call.finished, call.duration_us) {
-                backend.record(stats.latency_ms, us / 1000);
+            if let (true, Some(duration)) = (call.finished, call.duration) {
+                backend.record(stats.latency_ms, whole_millis(duration));
             }
         }
         for cluster in &summary.opened_circuits {
@@ -331,7 +333,7 @@ mod tests {
                     attempts: 3,
                     retries: 1,
                     hedges: 1,
-                    duration_us: Some(12_500),
+                    duration: Some(Duration::from_micros(12_500)),
                     ..CallSummary::default()
                 },
                 CallSummary {
@@ -340,7 +342,7 @@ mod tests {
                     results: vec![None, Some(Reason::CircuitOpen), None],
                     cache_hits: 1,
                     stale: true,
-                    duration_us: Some(3_000),
+                    duration: Some(Duration::from_millis(3)),
                     ..CallSummary::default()
                 },
             ],
@@ -350,7 +352,7 @@ mod tests {
             route: 0,
             status: 200,
             complete: false,
-            latency_us: 15_000,
+            latency: Duration::from_millis(15),
             summary: Some(&summary),
         };
         stats.record(&answered, &fake);

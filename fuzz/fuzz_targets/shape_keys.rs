@@ -12,7 +12,8 @@
 #[path = "../../tests/common/unique_keys.rs"]
 mod unique_keys;
 
-use gateway_aggregator::gather::{Action, ClientRequest, Event, Gather};
+use gateway_aggregator::gather::{Action, ClientRequest, Event, Gather, AttemptId};
+use gateway_aggregator::time::Instant;
 use gateway_aggregator::json_check;
 use gateway_aggregator::plan::Plan;
 use gateway_aggregator::resilience::MemoryStore;
@@ -169,23 +170,23 @@ fn body(u: &mut Unstructured<'_>, depth: u32) -> Result<String> {
     })
 }
 
-fn event(u: &mut Unstructured<'_>, job: usize) -> Result<Event> {
+fn event(u: &mut Unstructured<'_>, attempt: AttemptId) -> Result<Event> {
     Ok(match u.int_in_range(0..=9)? {
-        0 => Event::Reset { job },
+        0 => Event::Reset { attempt },
         1 => Event::Answered {
-            job,
+            attempt,
             status: *u.choose(&[404, 503])?,
             headers: Vec::new(),
             body: body(u, 0)?.into_bytes(),
         },
         2 => Event::Answered {
-            job,
+            attempt,
             status: 200,
             headers: Vec::new(),
             body: u.arbitrary::<&[u8]>()?.to_vec(),
         },
         _ => Event::Answered {
-            job,
+            attempt,
             status: 200,
             headers: Vec::new(),
             body: body(u, 0)?.into_bytes(),
@@ -207,7 +208,7 @@ fn run(data: &[u8]) -> Result<()> {
         headers: route.headers.iter().map(|_| None).collect(),
         ..ClientRequest::default()
     };
-    let (mut gather, mut actions) = Gather::start(route, request, 0, 0, &store);
+    let (mut gather, mut actions) = Gather::start(route, request, Instant::from_micros(0), Instant::from_micros(0), &store);
     for round in 1..=8u64 {
         if let Some(Action::Respond(response)) =
             actions.iter().find(|a| matches!(a, Action::Respond(_)))
@@ -220,20 +221,18 @@ fn run(data: &[u8]) -> Result<()> {
             );
             return Ok(());
         }
-        let jobs: Vec<usize> = actions
+        let attempts: Vec<AttemptId> = actions
             .iter()
-            .filter_map(|a| match a {
-                Action::Dispatch(d) => Some(d.job),
-                _ => None,
-            })
+            .filter_map(Action::dispatch)
+            .map(|d| d.attempt)
             .collect();
         let mut next = Vec::new();
-        for job in jobs {
-            next.extend(gather.on_event(event(&mut u, job)?, 1000 * round, &store));
+        for attempt in attempts {
+            next.extend(gather.on_event(event(&mut u, attempt)?, Instant::from_micros(1000 * round), &store));
         }
         if next.is_empty() {
             // Nothing more to answer: the deadline gives the answer.
-            next = gather.on_timer(10_000_000, &store);
+            next = gather.on_timer(Instant::from_micros(10_000_000), &store);
         }
         actions = next;
     }

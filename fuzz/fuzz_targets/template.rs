@@ -2,6 +2,7 @@
 //! encoded data in a path, and never split a header line.
 #![no_main]
 
+use gateway_aggregator::time::Instant;
 use gateway_aggregator::gather::{Action, ClientRequest, Gather};
 use gateway_aggregator::plan::Plan;
 use gateway_aggregator::resilience::MemoryStore;
@@ -44,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
             .collect(),
         body: None,
     };
-    let (_, actions) = Gather::start(matched.route, request, 0, 0, &MemoryStore::default());
+    let (_, actions) = Gather::start(matched.route, request, Instant::from_micros(0), Instant::from_micros(0), &MemoryStore::default());
     for action in actions {
         let Action::Dispatch(dispatch) = action else {
             continue;

@@ -6,7 +6,8 @@
 #[path = "../../tests/common/unique_keys.rs"]
 mod unique_keys;
 
-use gateway_aggregator::gather::{Action, ClientRequest, Event, Gather};
+use gateway_aggregator::gather::{Action, ClientRequest, Event, Gather, AttemptId};
+use gateway_aggregator::time::Instant;
 use gateway_aggregator::plan::Plan;
 use gateway_aggregator::resilience::MemoryStore;
 use libfuzzer_sys::fuzz_target;
@@ -45,15 +46,13 @@ fuzz_target!(|data: &[u8]| {
         headers: route.headers.iter().map(|_| None).collect(),
         ..ClientRequest::default()
     };
-    let (mut gather, mut actions) = Gather::start(route, request, 0, 0, &store);
+    let (mut gather, mut actions) = Gather::start(route, request, Instant::from_micros(0), Instant::from_micros(0), &store);
     let status = if selector & 0x80 == 0 { 200 } else { 404 };
     for round in 0..8u64 {
-        let jobs: Vec<usize> = actions
+        let attempts: Vec<AttemptId> = actions
             .iter()
-            .filter_map(|a| match a {
-                Action::Dispatch(d) => Some(d.job),
-                _ => None,
-            })
+            .filter_map(Action::dispatch)
+            .map(|d| d.attempt)
             .collect();
         if let Some(Action::Respond(response)) =
             actions.iter().find(|a| matches!(a, Action::Respond(_)))
@@ -72,14 +71,14 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
         let mut next = Vec::new();
-        for job in jobs {
+        for attempt in attempts {
             let event = Event::Answered {
-                job,
+                attempt,
                 status,
                 headers: Vec::new(),
                 body: body.to_vec(),
             };
-            next.extend(gather.on_event(event, 1000 * (round + 1), &store));
+            next.extend(gather.on_event(event, Instant::from_micros(1000 * (round + 1)), &store));
         }
         if next.is_empty() {
             return;

@@ -5,7 +5,7 @@ use super::state::{CallState, Outcome};
 use crate::encoding::query_param;
 use crate::plan::matcher::Capture;
 use crate::plan::template::Inputs;
-use crate::plan::Route;
+use crate::plan::{CallId, Route};
 use serde_json::Value;
 
 /// The client's request as the host read it: only what the route needs.
@@ -78,16 +78,9 @@ impl Inputs for TemplateInputs<'_> {
         self.client.header(slot)
     }
 
-    fn call_body(&self, call: usize) -> Option<&Value> {
-        let fallback = || {
-            self.route
-                .calls
-                .get(call)?
-                .fallback
-                .as_ref()
-                .map(|f| &f.value)
-        };
-        match self.states.get(call)? {
+    fn call_body(&self, call: CallId) -> Option<&Value> {
+        let fallback = || self.route.call(call)?.fallback.as_ref().map(|f| &f.value);
+        match self.states.get(call.index())? {
             CallState::Done { outcome, .. } => match outcome {
                 Outcome::Succeeded(success) => success.value.as_ref(),
                 Outcome::Failed(_) => fallback(),

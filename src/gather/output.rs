@@ -4,104 +4,105 @@
 use super::selection::Selection;
 use super::state::{CallState, Fanned, Outcome};
 use crate::json_number;
-use crate::plan::{Join, Route};
+use crate::plan::{Call, CallId, Join, Route};
 use crate::render::{CallStatus, CallView};
 use serde_json::Value;
 use std::borrow::Cow;
 
+/// Every call of the route as the renderer sees it, in configuration order.
 pub fn views<'a>(
     route: &'a Route,
     states: &'a [CallState],
     selection: &Selection,
 ) -> Vec<CallView<'a>> {
     route
-        .calls
-        .iter()
+        .calls()
         .zip(states)
-        .enumerate()
-        .map(|(call, (plan, state))| {
-            let emitted = selection.emitted.get(call).copied().unwrap_or(false);
-            let has_fallback = plan.fallback.is_some();
-            let (status, fell_back, duration_us) = match state {
-                CallState::Skipped => (CallStatus::NotFetched, false, None),
-                CallState::Waiting | CallState::Running { .. } => {
-                    (CallStatus::Unfinished, false, None)
-                }
-                CallState::Done {
-                    outcome,
-                    duration_us,
-                    ..
-                } => match outcome {
-                    Outcome::Succeeded(_) => (CallStatus::Succeeded, false, *duration_us),
-                    Outcome::Failed(failure) => {
-                        (CallStatus::Failed(failure), has_fallback, *duration_us)
-                    }
-                    Outcome::Fanned(fanned) => {
-                        let failures: Vec<_> = fanned.failures().collect();
-                        let fell_back = has_fallback && !failures.is_empty();
-                        let status = if failures.is_empty() {
-                            CallStatus::Succeeded
-                        } else {
-                            CallStatus::ItemsFailed(failures)
-                        };
-                        (status, fell_back, *duration_us)
-                    }
-                },
-            };
-            let (headers, attempts, retried, cached, stale) = match state {
-                CallState::Done {
-                    outcome, attempts, ..
-                } => match outcome {
-                    Outcome::Succeeded(success) => (
-                        success.headers.as_slice(),
-                        *attempts,
-                        *attempts > 1,
-                        success.cached,
-                        success
-                            .stale_age_ms
-                            .map(|age| vec![(None, age)])
-                            .unwrap_or_default(),
-                    ),
-                    Outcome::Fanned(fanned) => (
-                        &[][..],
-                        *attempts,
-                        fanned.items.iter().any(|i| i.attempts > 1),
-                        false,
-                        fanned.stale().map(|(key, age)| (Some(key), age)).collect(),
-                    ),
-                    Outcome::Failed(_) => (&[][..], *attempts, *attempts > 1, false, Vec::new()),
-                },
-                _ => (&[][..], 0, false, false, Vec::new()),
-            };
-            CallView {
-                name: &plan.output_key,
+        .map(|((id, call), state)| {
+            let emitted = selection.emitted.get(id.index()).copied().unwrap_or(false);
+            let (status, fell_back) = status(call, state);
+            let mut view = CallView {
+                name: &call.output_key,
                 output: if emitted {
-                    output(route, states, call)
+                    output(route, states, id)
                 } else {
                     None
                 },
                 status,
                 fell_back,
-                duration_us,
-                keyed: plan.keyed,
-                headers,
+                duration: None,
+                keyed: call.keyed,
+                headers: &[],
+                attempts: 0,
+                retried: false,
+                cached: false,
+                stale: Vec::new(),
+            };
+            if let CallState::Done {
+                outcome,
+                duration,
                 attempts,
-                retried,
-                cached,
-                stale,
+            } = state
+            {
+                view.duration = *duration;
+                view.attempts = *attempts;
+                finished(&mut view, outcome, *attempts);
             }
+            view
         })
         .collect()
 }
 
+/// What `_meta` and `server-timing` say about a call, and whether a fallback stands in.
+fn status<'a>(call: &Call, state: &'a CallState) -> (CallStatus<'a>, bool) {
+    let has_fallback = call.fallback.is_some();
+    match state {
+        CallState::NotFetched => (CallStatus::NotFetched, false),
+        CallState::Waiting | CallState::Running { .. } => (CallStatus::Unfinished, false),
+        CallState::Done { outcome, .. } => match outcome {
+            Outcome::Succeeded(_) => (CallStatus::Succeeded, false),
+            Outcome::Failed(failure) => (CallStatus::Failed(failure), has_fallback),
+            Outcome::Fanned(fanned) => {
+                let failures: Vec<_> = fanned.failures().collect();
+                let fell_back = has_fallback && !failures.is_empty();
+                if failures.is_empty() {
+                    (CallStatus::Succeeded, fell_back)
+                } else {
+                    (CallStatus::ItemsFailed(failures), fell_back)
+                }
+            }
+        },
+    }
+}
+
+/// What a finished call adds to its view: copied headers, retries, cache hits, stale entries.
+fn finished<'a>(view: &mut CallView<'a>, outcome: &'a Outcome, attempts: u32) {
+    match outcome {
+        Outcome::Succeeded(success) => {
+            view.headers = success.headers.as_slice();
+            view.retried = attempts > 1;
+            view.cached = success.cached;
+            view.stale = success
+                .stale_age_ms
+                .map(|age| vec![(None, age)])
+                .unwrap_or_default();
+        }
+        Outcome::Fanned(fanned) => {
+            view.retried = fanned.items.iter().any(|i| i.attempts > 1);
+            view.stale = fanned.stale().map(|(key, age)| (Some(key), age)).collect();
+        }
+        Outcome::Failed(_) => view.retried = attempts > 1,
+    }
+}
+
 /// The JSON under a call's key, or `None` when the key is left out.
-fn output<'a>(route: &'a Route, states: &'a [CallState], call: usize) -> Option<Cow<'a, [u8]>> {
-    let plan = route.calls.get(call)?;
-    let CallState::Done { outcome, .. } = states.get(call)? else {
+fn output<'a>(route: &'a Route, states: &'a [CallState], id: CallId) -> Option<Cow<'a, [u8]>> {
+    let plan = route.call(id)?;
+    let CallState::Done { outcome, .. } = states.get(id.index())? else {
         return None;
     };
     let fallback = plan.fallback.as_ref();
-    let joins: Vec<(&Join, &Fanned, Option<&Value>)> = joins_into(route, states, call).collect();
+    let joins: Vec<(&Join, &Fanned, Option<&Value>)> = joins_into(route, states, id).collect();
     if !joins.is_empty() {
         // Joins go into the body as the client sees it, after the call's own transforms.
         let mut base = match outcome {
@@ -128,7 +129,7 @@ fn output<'a>(route: &'a Route, states: &'a [CallState], call: usize) -> Option<
 fn joins_into<'a>(
     route: &'a Route,
     states: &'a [CallState],
-    target: usize,
+    target: CallId,
 ) -> impl Iterator<Item = (&'a Join, &'a Fanned, Option<&'a Value>)> {
     route
         .calls

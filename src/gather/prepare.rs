@@ -1,43 +1,30 @@
 //! Rendering a call's request from the templates, or saying why it cannot be made.
 
 use super::inputs::TemplateInputs;
-use super::state::{CallState, Outcome, Prepared};
+use super::state::Prepared;
 use super::{Gather, UpstreamRequest};
 use crate::json_number::same_value;
 use crate::outcome::{Failure, Reason};
 use crate::plan::body::{BodyTemplate, RenderedBody};
 use crate::plan::template::{Inputs, RenderError, Target};
-use crate::plan::{Call, FanOut};
+use crate::plan::{Call, CallId, FanOut};
 use crate::resilience::cache;
 use serde_json::Value;
 use std::rc::Rc;
+use std::time::Duration;
 
 impl Gather {
-    /// A failed dependency without fallback stops the call.
-    pub(super) fn check_dependencies(&self, plan: &Call) -> Result<(), Failure> {
-        let unusable = |d: &usize| {
-            let has_fallback = self
-                .route
-                .calls
-                .get(*d)
-                .is_some_and(|c| c.fallback.is_some());
-            let failed = matches!(
-                self.states.get(*d),
-                Some(CallState::Done {
-                    outcome: Outcome::Failed(_),
-                    ..
-                })
-            );
+    /// A failed dependency without fallback stops the call (SPEC §3.2).
+    pub(super) fn check_dependencies(&self, call: &Call) -> Result<(), Failure> {
+        let unusable = |d: &&CallId| {
+            let has_fallback = self.route.call(**d).is_some_and(|c| c.fallback.is_some());
+            let failed = self.calls.get(d.index()).is_some_and(|s| s.failed());
             failed && !has_fallback
         };
-        match plan.dependencies.iter().find(|d| unusable(d)) {
+        match call.dependencies.iter().find(unusable) {
             Some(failed) => {
                 let mut failure = Failure::new(Reason::DependencyFailed);
-                failure.dependency = self
-                    .route
-                    .calls
-                    .get(*failed)
-                    .map(|c| c.name.as_str().into());
+                failure.dependency = self.route.call(*failed).map(|c| c.name.as_str().into());
                 Err(failure)
             }
             None => Ok(()),
@@ -45,37 +32,37 @@ impl Gather {
     }
 
     /// Renders one request of a call (for one item, with `for_each`).
-    pub(super) fn prepare(&self, plan: &Call, item: Option<&Value>) -> Result<Prepared, Failure> {
-        self.check_dependencies(plan)?;
+    pub(super) fn prepare(&self, call: &Call, item: Option<&Value>) -> Result<Prepared, Failure> {
+        self.check_dependencies(call)?;
         let inputs = self.inputs(item);
-        let path = plan
+        let path = call
             .path
             .render(&inputs, Target::Path)
             .map_err(input_failure)?;
-        let cache_key = plan.resilience.cache.as_ref().map(|spec| {
+        let cache_key = call.resilience.cache.as_ref().map(|spec| {
             let vary: Vec<Option<&str>> = spec
                 .vary_slots
                 .iter()
                 .map(|slot| self.client.header(*slot))
                 .collect();
-            cache::request_key(&plan.cluster, &plan.method, &plan.authority, &path, &vary)
+            cache::request_key(&call.cluster, &call.method, &call.authority, &path, &vary)
         });
-        let mut headers = Vec::with_capacity(4 + plan.headers.len() + plan.forward.len());
-        headers.push((":method".to_string(), plan.method.clone()));
+        let mut headers = Vec::with_capacity(4 + call.headers.len() + call.forward.len());
+        headers.push((":method".to_string(), call.method.clone()));
         headers.push((":path".to_string(), path));
-        headers.push((":authority".to_string(), plan.authority.clone()));
-        for (name, template) in &plan.headers {
+        headers.push((":authority".to_string(), call.authority.clone()));
+        for (name, template) in &call.headers {
             let value = template
                 .render(&inputs, Target::Header)
                 .map_err(input_failure)?;
             headers.push((name.clone(), value));
         }
-        for (name, slot) in &plan.forward {
+        for (name, slot) in &call.forward {
             if let Some(value) = self.client.header(*slot) {
                 headers.push((name.clone(), value.to_string()));
             }
         }
-        let body = match &plan.body {
+        let body = match &call.body {
             None => None,
             Some(template) => {
                 let (body, content_type) = match template.render(&inputs).map_err(input_failure)? {
@@ -90,7 +77,7 @@ impl Gather {
                         (self.client.request.body.clone(), content_type)
                     }
                 };
-                let set_by_call = plan.headers.iter().any(|(name, _)| name == "content-type");
+                let set_by_call = call.headers.iter().any(|(name, _)| name == "content-type");
                 if let (Some(content_type), false) = (content_type, set_by_call) {
                     headers.push(("content-type".to_string(), content_type.to_string()));
                 }
@@ -99,11 +86,11 @@ impl Gather {
         };
         Ok(Prepared {
             request: Rc::new(UpstreamRequest {
-                cluster: plan.cluster.clone(),
+                cluster: call.cluster.clone(),
                 headers,
                 body,
             }),
-            timeout_ms: plan.timeout_ms,
+            timeout: Duration::from_millis(call.timeout_ms),
             cache_key,
         })
     }
@@ -148,7 +135,7 @@ impl Gather {
     pub(super) fn inputs<'a>(&'a self, item: Option<&'a Value>) -> TemplateInputs<'a> {
         TemplateInputs {
             client: &self.client,
-            states: &self.states,
+            states: &self.calls,
             route: &self.route,
             item,
         }

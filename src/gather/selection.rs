@@ -12,6 +12,16 @@ pub struct Selection {
     pub emitted: Vec<bool>,
 }
 
+impl Selection {
+    /// Nothing fetched: the selection of a request answered before any call.
+    pub fn none(calls: usize) -> Selection {
+        Selection {
+            fetched: vec![false; calls],
+            emitted: vec![false; calls],
+        }
+    }
+}
+
 /// The selection asked for by the query, or the 400 answer to an unknown name.
 pub fn select(route: &Route, query: &str) -> Result<Selection, Response> {
     let count = route.calls.len();
@@ -43,13 +53,13 @@ pub fn select(route: &Route, query: &str) -> Result<Selection, Response> {
         }
     }
     let mut emitted = vec![false; count];
-    for (call, plan) in route.calls.iter().enumerate() {
-        if !named.get(call).copied().unwrap_or(false) {
+    for (id, call) in route.calls() {
+        if !named.get(id.index()).copied().unwrap_or(false) {
             continue;
         }
         // A joined call shows up inside the call it joins into.
-        let shown = plan.join.as_ref().map_or(call, |join| join.target);
-        if let Some(flag) = emitted.get_mut(shown) {
+        let shown = call.join.as_ref().map_or(id, |join| join.target);
+        if let Some(flag) = emitted.get_mut(shown.index()) {
             *flag = true;
         }
     }
@@ -61,12 +71,12 @@ pub fn select(route: &Route, query: &str) -> Result<Selection, Response> {
 
 /// Adds every dependency of a fetched call, transitively (`order` lists dependents last).
 fn with_dependencies(route: &Route, mut fetched: Vec<bool>) -> Vec<bool> {
-    for &call in route.order.iter().rev() {
-        if !fetched.get(call).copied().unwrap_or(false) {
+    for &id in route.order.iter().rev() {
+        if !fetched.get(id.index()).copied().unwrap_or(false) {
             continue;
         }
-        for &dependency in route.calls.get(call).map_or(&[][..], |c| &c.dependencies) {
-            if let Some(flag) = fetched.get_mut(dependency) {
+        for &dependency in route.call(id).map_or(&[][..], |c| &c.dependencies) {
+            if let Some(flag) = fetched.get_mut(dependency.index()) {
                 *flag = true;
             }
         }

@@ -1,28 +1,34 @@
-//! Where each call of one request stands. A call runs as *tasks* (one per plain call, one per
-//! `for_each` item); a task sends *jobs* (its first attempt, retries, a hedge) until one
-//! succeeds or it gives up.
+//! The states of one aggregation, as data: the calls, their requests and the requests'
+//! attempts. Every change of state is made in `machine.rs`; this file only describes the states
+//! and answers questions about them.
 
-use super::{Event, UpstreamRequest};
-use crate::outcome::{judge_answer, Failure, Reason, Success};
-use crate::plan::Call;
+use super::{ItemId, RequestId, UpstreamRequest};
+use crate::outcome::{Failure, Success};
+use crate::plan::CallId;
+use crate::time::Instant;
 use serde_json::Value;
 use std::rc::Rc;
+use std::time::Duration;
 
+/// Where one call of the route stands in this request.
 #[derive(Debug)]
 pub enum CallState {
-    /// Not fetched: `fields` did not ask for it, nor for anything that needs it.
-    Skipped,
+    /// Not fetched: `?fields=` did not ask for it, nor for anything that needs it.
+    NotFetched,
+    /// Waiting for its dependencies to settle.
     Waiting,
+    /// Its requests are out.
     Running {
-        started_us: u64,
+        started: Instant,
         /// Per-item progress of a `for_each` call; `None` for a plain call.
         items: Option<Vec<ItemState>>,
     },
+    /// Finished, successfully or not.
     Done {
         outcome: Outcome,
         /// From the first dispatch to the last answer; `None` if never dispatched.
-        duration_us: Option<u64>,
-        /// Requests sent for the call: first attempts, retries, hedges.
+        duration: Option<Duration>,
+        /// Attempts sent for the call: first attempts, retries, hedges.
         attempts: u32,
     },
 }
@@ -30,7 +36,7 @@ pub enum CallState {
 impl CallState {
     /// Finished, or never to run: nothing will change it any more.
     pub fn settled(&self) -> bool {
-        matches!(self, CallState::Done { .. } | CallState::Skipped)
+        matches!(self, CallState::Done { .. } | CallState::NotFetched)
     }
 
     /// Succeeded with fresh data (for `wait_for`).
@@ -47,8 +53,20 @@ impl CallState {
             _ => false,
         }
     }
+
+    /// Failed without a result to show (a `for_each` call is never failed as a whole).
+    pub fn failed(&self) -> bool {
+        matches!(
+            self,
+            CallState::Done {
+                outcome: Outcome::Failed(_),
+                ..
+            }
+        )
+    }
 }
 
+/// How a finished call ended.
 #[derive(Debug)]
 pub enum Outcome {
     Succeeded(Success),
@@ -57,6 +75,7 @@ pub enum Outcome {
     Fanned(Fanned),
 }
 
+/// The results of a `for_each` call.
 #[derive(Debug)]
 pub struct Fanned {
     pub items: Vec<ItemState>,
@@ -65,6 +84,7 @@ pub struct Fanned {
 }
 
 impl Fanned {
+    /// The failed items: key and failure.
     pub fn failures(&self) -> impl Iterator<Item = (&str, &Failure)> {
         self.items.iter().filter_map(|item| match &item.result {
             Some(Err(failure)) => Some((item.key.as_str(), failure)),
@@ -72,6 +92,7 @@ impl Fanned {
         })
     }
 
+    /// The items answered by a stale cache entry: key and age in ms.
     pub fn stale(&self) -> impl Iterator<Item = (&str, u64)> {
         self.items.iter().filter_map(|item| match &item.result {
             Some(Ok(Success {
@@ -89,6 +110,7 @@ pub struct ItemState {
     /// The item as `_meta` and error bodies name it (see [`ItemState::all`]).
     pub key: String,
     pub value: Value,
+    /// `None` while its request runs.
     pub result: Option<Result<Success, Failure>>,
     pub attempts: u32,
 }
@@ -124,119 +146,64 @@ impl ItemState {
 pub struct Prepared {
     pub request: Rc<UpstreamRequest>,
     /// The call's own timeout; each attempt also stops at the route deadline.
-    pub timeout_ms: u64,
+    pub timeout: Duration,
     /// Key in the response cache, when the call caches.
     pub cache_key: Option<String>,
 }
 
-/// One logical request of a call.
+/// One logical upstream request: a plain call's, or one `for_each` item's.
 #[derive(Debug)]
-pub struct Task {
-    pub call: usize,
-    pub item: Option<usize>,
-    pub request: Prepared,
-    pub started_us: u64,
-    /// A cached answer too old to serve, young enough to stand in for a failure, and when
-    /// it was stored (ms).
-    pub stale: Option<(Vec<u8>, u64)>,
+pub struct Request {
+    pub call: CallId,
+    /// The item it is made for, in a `for_each` call.
+    pub item: Option<ItemId>,
+    pub prepared: Prepared,
+    pub started: Instant,
+    /// A cache entry too old to serve but young enough to stand in if every attempt fails.
+    pub stale: Option<StaleEntry>,
+    /// Attempts sent so far.
     pub attempts: u32,
-    pub open_jobs: u32,
-    pub retry_at_us: Option<u64>,
-    pub hedge_at_us: Option<u64>,
-    pub hedged: bool,
+    pub hedge: Hedge,
     /// The latest failure, reported if nothing better arrives.
-    pub failure: Option<Failure>,
-    pub done: bool,
+    pub last_failure: Option<Failure>,
+    pub state: RequestState,
 }
 
-/// One request handed to the host.
+/// Where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestState {
+    /// `open` attempts are out (two while a hedge races its first attempt).
+    InFlight { open: u32 },
+    /// The last attempt failed; the next goes out at `retry_at`.
+    BackingOff { retry_at: Instant },
+    /// Its result went to its call; later answers are ignored.
+    Done,
+}
+
+/// A request's hedge (SPEC §6 `hedge_after_ms`): planned when its first attempt goes out, sent
+/// at most once, only while that single attempt is still out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hedge {
+    Off,
+    Planned(Instant),
+    Sent,
+}
+
+/// A cached answer that may stand in for a failed request.
 #[derive(Debug)]
-pub struct Job {
-    pub task: usize,
-    pub since_us: u64,
-    pub timeout_ms: u64,
+pub struct StaleEntry {
+    pub body: Vec<u8>,
+    pub stored: Instant,
+}
+
+/// One attempt handed to the host.
+#[derive(Debug)]
+pub struct Attempt {
+    pub request: RequestId,
+    pub sent: Instant,
+    pub timeout: Duration,
+    /// No event about it yet, and its request still wants one.
     pub open: bool,
-    /// The circuit breaker's one probe.
+    /// The circuit breaker's one probe (SPEC §6): its result decides the circuit.
     pub probe: bool,
-}
-
-/// A reset this close to a call's timeout is the timeout: Envoy arms its timers from the
-/// event loop's cached clock, so they fire a few milliseconds early by our clock reads.
-fn timeout_slack_us(timeout_ms: u64) -> u64 {
-    (timeout_ms.saturating_mul(1000) / 20).max(10_000)
-}
-
-/// What an event says about its job's answer. `raw` receives the upstream body of a
-/// successful answer when the call caches it.
-pub fn judge_event(
-    event: Event,
-    plan: &Call,
-    job: &Job,
-    duration_us: u64,
-    raw: &mut Option<Vec<u8>>,
-) -> Result<Success, Failure> {
-    match event {
-        Event::Answered {
-            status,
-            body,
-            headers,
-            ..
-        } => {
-            if plan.resilience.cache.is_some() && (200..300).contains(&status) {
-                *raw = Some(body.clone());
-            }
-            judge_answer(status, body, plan.format, plan.parses_answers()).map(|mut success| {
-                success.headers = headers;
-                shaped(plan, success)
-            })
-        }
-        Event::TooLarge { status, .. } if (200..300).contains(&status) => {
-            Err(Failure::new(Reason::TooLarge).with_detail(format!(
-                "body over max_body_bytes ({})",
-                plan.max_body_bytes
-            )))
-        }
-        Event::TooLarge { status, .. } => {
-            let mut failure = Failure::new(Reason::Status)
-                .with_detail(format!("HTTP {status} with a body over max_body_bytes"));
-            failure.status = Some(status);
-            Err(failure)
-        }
-        // Envoy resets a call whose timeout fires after the answer's headers arrived.
-        Event::Reset { .. }
-            if duration_us + timeout_slack_us(job.timeout_ms)
-                >= job.timeout_ms.saturating_mul(1000) =>
-        {
-            Err(Failure::new(Reason::Timeout).with_detail("no complete answer within the timeout"))
-        }
-        Event::Reset { .. } => Err(Failure::new(Reason::Connect)
-            .with_detail("connection reset before the answer completed")),
-        Event::Refused { detail, .. } => Err(Failure::new(Reason::Dispatch).with_detail(detail)),
-        Event::Unreachable { detail, .. } => Err(Failure::new(Reason::Connect).with_detail(detail)),
-    }
-}
-
-/// Judges a cached body as if it had just arrived.
-pub fn judge_cached(plan: &Call, body: Vec<u8>) -> Result<Success, Failure> {
-    judge_answer(200, body, plan.format, plan.parses_answers()).map(|success| shaped(plan, success))
-}
-
-/// Applies the call's transforms: the client sees the reshaped body; later calls' templates
-/// still read the upstream body.
-fn shaped(plan: &Call, mut success: Success) -> Success {
-    let Some(shape) = &plan.shape else {
-        return success;
-    };
-    let upstream = if plan.body_needed {
-        success.value.clone()
-    } else {
-        success.value.take()
-    };
-    let body = upstream
-        .or_else(|| crate::json_number::parse(&success.json).ok())
-        .unwrap_or(Value::Null);
-    if let Ok(json) = serde_json::to_vec(&shape.apply(body)) {
-        success.json = json;
-    }
-    success
 }

@@ -1,8 +1,9 @@
 //! What one request did, call by call, for the operator's metrics (SPEC §7).
 
-use super::state::{CallState, Outcome};
+use super::state::{CallState, Hedge, Outcome};
 use super::Gather;
 use crate::outcome::{Reason, Success};
+use std::time::Duration;
 
 /// Per call, in configuration order.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -21,9 +22,11 @@ pub struct CallSummary {
     pub attempts: u32,
     pub retries: u32,
     pub hedges: u32,
-    pub duration_us: Option<u64>,
+    /// From the call's first dispatch to its last answer.
+    pub duration: Option<Duration>,
 }
 
+/// What one request's calls did, for [`crate::stats::Stats::record`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub calls: Vec<CallSummary>,
@@ -32,25 +35,24 @@ pub struct Summary {
 }
 
 impl Gather {
+    /// What each call did so far (called once the request is answered).
     pub fn summary(&self) -> Summary {
         let mut calls: Vec<CallSummary> = self
             .route
             .calls
             .iter()
-            .zip(&self.states)
-            .map(|(plan, state)| {
+            .zip(&self.calls)
+            .map(|(call, state)| {
                 let mut summary = CallSummary {
-                    fetched: !matches!(state, CallState::Skipped),
+                    fetched: !matches!(state, CallState::NotFetched),
                     ..CallSummary::default()
                 };
                 if let CallState::Done {
-                    outcome,
-                    duration_us,
-                    ..
+                    outcome, duration, ..
                 } = state
                 {
                     summary.finished = true;
-                    summary.duration_us = *duration_us;
+                    summary.duration = *duration;
                     let mut record = |result: Result<&Success, Reason>| {
                         match result {
                             Ok(success) => {
@@ -60,7 +62,7 @@ impl Gather {
                                 summary.results.push(success.failure_replaced);
                             }
                             Err(reason) => {
-                                summary.fallback |= plan.fallback.is_some();
+                                summary.fallback |= call.fallback.is_some();
                                 summary.results.push(Some(reason));
                             }
                         };
@@ -82,12 +84,12 @@ impl Gather {
                 summary
             })
             .collect();
-        for task in &self.tasks {
-            if let Some(call) = calls.get_mut(task.call) {
-                let hedges = u32::from(task.hedged);
-                call.attempts += task.attempts;
+        for request in &self.requests {
+            if let Some(call) = calls.get_mut(request.call.index()) {
+                let hedges = u32::from(request.hedge == Hedge::Sent);
+                call.attempts += request.attempts;
                 call.hedges += hedges;
-                call.retries += task.attempts.saturating_sub(1 + hedges);
+                call.retries += request.attempts.saturating_sub(1 + hedges);
             }
         }
         Summary {

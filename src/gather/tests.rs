@@ -3,6 +3,8 @@ use super::*;
 use crate::plan::matcher::Capture;
 use crate::plan::Plan;
 use crate::resilience::Store;
+use crate::time::Instant;
+use serde_json::Value;
 
 /// Tests without shared state.
 struct NoStore;
@@ -22,12 +24,17 @@ trait Drive {
 
 impl Drive for Gather {
     fn ev(&mut self, event: Event, now_us: u64) -> Vec<Action> {
-        self.on_event(event, now_us, &NoStore)
+        self.on_event(event, at(now_us), &NoStore)
     }
 }
 use serde_json::json;
 
 const MS: u64 = 1000;
+
+/// The moment `us` microseconds after the test's epoch.
+fn at(us: u64) -> Instant {
+    Instant::from_micros(us)
+}
 
 fn route(json: &str) -> Rc<Route> {
     let plan = Plan::compile(json.as_bytes()).unwrap();
@@ -52,7 +59,7 @@ fn start(route: &Rc<Route>, id: &str, query: &str) -> (Gather, Vec<Action>) {
         headers,
         body: None,
     };
-    Gather::start(Rc::clone(route), request, 0, 0, &NoStore)
+    Gather::start(Rc::clone(route), request, at(0), at(0), &NoStore)
 }
 
 fn dispatches(actions: &[Action]) -> Vec<&Dispatch> {
@@ -81,9 +88,10 @@ fn header<'a>(d: &'a Dispatch, name: &str) -> Option<&'a str> {
 }
 
 fn answer(job: usize, body: &str) -> Event {
+    let attempt = AttemptId::nth(job);
     Event::Answered {
         headers: Vec::new(),
-        job,
+        attempt,
         status: 200,
         body: body.as_bytes().to_vec(),
     }
@@ -109,7 +117,7 @@ fn independent_calls_are_dispatched_together_and_answered_in_config_order() {
     assert_eq!(header(sent[0], "x-request-id"), Some("req-1"));
     assert_eq!(header(sent[1], ":path"), Some("/b?c=USD"));
     assert_eq!(
-        (sent[0].timeout_ms, sent[1].timeout_ms),
+        (sent[0].timeout.as_millis(), sent[1].timeout.as_millis()),
         (300, 100),
         "timeout = min(call, deadline)"
     );
@@ -146,10 +154,11 @@ fn dependent_call_waits_for_its_dependency_and_reads_its_body() {
     assert_eq!(next.len(), 1);
     assert_eq!(header(next[0], ":path"), Some("/sellers/s%2F1"));
     assert_eq!(
-        next[0].timeout_ms, 250,
+        next[0].timeout.as_millis(),
+        250,
         "the remaining deadline caps the timeout"
     );
-    assert_eq!(next[0].job, 2);
+    assert_eq!(next[0].attempt.index(), 2);
     assert!(gather.ev(answer(1, "5"), 60 * MS).is_empty());
     let r = response(gather.ev(answer(2, r#"{"name":"Bob"}"#), 70 * MS));
     assert_eq!(body(&r)["seller"], json!({"name": "Bob"}));
@@ -164,11 +173,18 @@ fn failed_dependency_stops_dependents_unless_it_has_a_fallback() {
            {"name":"d","cluster":"c","path":"/d/{calls.c.id}"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    assert!(gather.ev(Event::Reset { job: 0 }, MS).is_empty());
+    assert!(gather
+        .ev(
+            Event::Reset {
+                attempt: AttemptId::nth(0)
+            },
+            MS
+        )
+        .is_empty());
     let actions = gather.ev(
         Event::Answered {
             headers: Vec::new(),
-            job: 1,
+            attempt: AttemptId::nth(1),
             status: 500,
             body: b"oops".to_vec(),
         },
@@ -197,7 +213,7 @@ fn required_failure_answers_at_once_and_ignores_the_rest() {
     let r = response(gather.ev(
         Event::Answered {
             headers: Vec::new(),
-            job: 0,
+            attempt: AttemptId::nth(0),
             status: 503,
             body: b"down".to_vec(),
         },
@@ -219,7 +235,7 @@ fn required_client_error_is_passed_through_with_its_json_body() {
     let r = response(gather.ev(
         Event::Answered {
             headers: Vec::new(),
-            job: 0,
+            attempt: AttemptId::nth(0),
             status: 404,
             body: br#"{"error":"gone"}"#.to_vec(),
         },
@@ -237,7 +253,7 @@ fn required_timeout_is_504() {
     let (mut gather, _) = start(&route, "1", "");
     let timeout = Event::Answered {
         headers: Vec::new(),
-        job: 0,
+        attempt: AttemptId::nth(0),
         status: 504,
         body: b"upstream request timeout".to_vec(),
     };
@@ -297,24 +313,24 @@ fn refused_unreachable_and_oversized_calls_are_reported() {
            {"name":"n","cluster":"empty","path":"/n"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    assert!(gather.body_limit(1) == 10);
+    assert!(gather.body_limit(AttemptId::nth(1)) == 10);
     assert!(gather
         .ev(
             Event::Refused {
-                job: 0,
+                attempt: AttemptId::nth(0),
                 detail: "unknown cluster".into()
             },
             0
         )
         .is_empty());
     let unreachable = Event::Unreachable {
-        job: 2,
+        attempt: AttemptId::nth(2),
         detail: "no healthy host".into(),
     };
     assert!(gather.ev(unreachable, 0).is_empty());
     let r = response(gather.ev(
         Event::TooLarge {
-            job: 1,
+            attempt: AttemptId::nth(1),
             status: 200,
         },
         MS,
@@ -338,7 +354,7 @@ fn invalid_bodies_and_text_format() {
     let r = response(gather.ev(
         Event::Answered {
             headers: Vec::new(),
-            job: 2,
+            attempt: AttemptId::nth(2),
             status: 204,
             body: Vec::new(),
         },
@@ -375,8 +391,18 @@ fn a_reset_at_the_timeout_is_a_timeout() {
         r#"{"name":"a","cluster":"c","path":"/a","timeout_ms":100},{"name":"b","cluster":"c","path":"/b"}"#,
     );
     let (mut gather, _) = start(&route, "1", "");
-    gather.ev(Event::Reset { job: 0 }, 95 * MS);
-    let r = response(gather.ev(Event::Reset { job: 1 }, 120 * MS));
+    gather.ev(
+        Event::Reset {
+            attempt: AttemptId::nth(0),
+        },
+        95 * MS,
+    );
+    let r = response(gather.ev(
+        Event::Reset {
+            attempt: AttemptId::nth(1),
+        },
+        120 * MS,
+    ));
     assert_eq!(
         body(&r)["_meta"]["errors"],
         json!({"a": {"reason": "timeout"}, "b": {"reason": "connect"}})
@@ -400,7 +426,7 @@ fn start_with_body(
         headers,
         body: Some(body.as_bytes().to_vec()),
     };
-    Gather::start(Rc::clone(route), request, 0, 0, &NoStore)
+    Gather::start(Rc::clone(route), request, at(0), at(0), &NoStore)
 }
 
 const POSTS: &str = r#"{"items":[{"id":1,"author":"u1"},{"id":2,"author":"u2"},{"id":3,"author":"u1"},{"id":4,"author":null}]}"#;
@@ -417,9 +443,9 @@ fn for_each_makes_one_call_per_distinct_item_in_first_seen_order() {
     let paths: Vec<&str> = sent.iter().map(|d| header(d, ":path").unwrap()).collect();
     assert_eq!(paths, ["/users/u1", "/users/u2"], "null skipped, u1 once");
     assert!(gather
-        .ev(answer(sent[1].job, r#"{"name":"Two"}"#), 2 * MS)
+        .ev(answer(sent[1].attempt.index(), r#"{"name":"Two"}"#), 2 * MS)
         .is_empty());
-    let r = response(gather.ev(answer(sent[0].job, r#"{"name":"One"}"#), 3 * MS));
+    let r = response(gather.ev(answer(sent[0].attempt.index(), r#"{"name":"One"}"#), 3 * MS));
     assert_eq!(
         body(&r),
         json!({"posts": serde_json::from_str::<Value>(POSTS).unwrap(),
@@ -437,10 +463,15 @@ fn join_puts_each_result_into_the_matching_elements() {
     let (mut gather, _) = start(&route, "1", "");
     let sent: Vec<usize> = dispatches(&gather.ev(answer(0, POSTS), MS))
         .iter()
-        .map(|d| d.job)
+        .map(|d| d.attempt.index())
         .collect();
     gather.ev(answer(sent[0], r#"{"name":"One"}"#), 2 * MS);
-    let r = response(gather.ev(Event::Reset { job: sent[1] }, 3 * MS));
+    let r = response(gather.ev(
+        Event::Reset {
+            attempt: AttemptId::nth(sent[1]),
+        },
+        3 * MS,
+    ));
     assert_eq!(
         body(&r),
         json!({"posts": {"items": [
@@ -462,12 +493,12 @@ fn failed_items_without_fallback_are_null_in_the_array() {
     let (mut gather, _) = start(&route, "1", "");
     let sent: Vec<usize> = dispatches(&gather.ev(answer(0, POSTS), MS))
         .iter()
-        .map(|d| d.job)
+        .map(|d| d.attempt.index())
         .collect();
     gather.ev(
         Event::Answered {
             headers: Vec::new(),
-            job: sent[0],
+            attempt: AttemptId::nth(sent[0]),
             status: 404,
             body: b"{}".to_vec(),
         },
@@ -498,12 +529,27 @@ fn items_of_mixed_types_are_keyed_by_their_json() {
     let posts = r#"{"items":[{"author":7},{"author":"7"},{"author":"u\"1"}]}"#;
     let sent: Vec<usize> = dispatches(&gather.ev(answer(0, posts), MS))
         .iter()
-        .map(|d| d.job)
+        .map(|d| d.attempt.index())
         .collect();
     assert_eq!(sent.len(), 3, "7 and \"7\" are two items");
-    gather.ev(Event::Reset { job: sent[0] }, 2 * MS);
-    gather.ev(Event::Reset { job: sent[1] }, 2 * MS);
-    let r = response(gather.ev(Event::Reset { job: sent[2] }, 2 * MS));
+    gather.ev(
+        Event::Reset {
+            attempt: AttemptId::nth(sent[0]),
+        },
+        2 * MS,
+    );
+    gather.ev(
+        Event::Reset {
+            attempt: AttemptId::nth(sent[1]),
+        },
+        2 * MS,
+    );
+    let r = response(gather.ev(
+        Event::Reset {
+            attempt: AttemptId::nth(sent[2]),
+        },
+        2 * MS,
+    ));
     assert_unique_keys(&r);
     assert_eq!(
         body(&r)["_meta"]["errors"]["authors"]["items"],
@@ -544,11 +590,16 @@ fn a_join_replaces_an_upstream_key_of_its_name_or_removes_it() {
     let posts = r#"{"items":[{"author":"u1","detail":"upstream"},{"author":"u2","detail":"upstream"},{"author":"u3","detail":"kept"}]}"#;
     let sent: Vec<usize> = dispatches(&gather.ev(answer(0, posts), MS))
         .iter()
-        .map(|d| d.job)
+        .map(|d| d.attempt.index())
         .collect();
     gather.ev(answer(sent[0], r#"{"name":"One"}"#), 2 * MS);
     gather.ev(answer(sent[2], r#"{"name":"Three"}"#), 2 * MS);
-    let r = response(gather.ev(Event::Reset { job: sent[1] }, 3 * MS));
+    let r = response(gather.ev(
+        Event::Reset {
+            attempt: AttemptId::nth(sent[1]),
+        },
+        3 * MS,
+    ));
     assert_unique_keys(&r);
     assert_eq!(
         body(&r)["posts"]["items"],
@@ -594,12 +645,12 @@ fn a_required_fan_out_fails_on_its_first_failed_item() {
     let (mut gather, _) = start(&route, "1", "");
     let sent: Vec<usize> = dispatches(&gather.ev(answer(0, POSTS), MS))
         .iter()
-        .map(|d| d.job)
+        .map(|d| d.attempt.index())
         .collect();
     let r = response(gather.ev(
         Event::Answered {
             headers: Vec::new(),
-            job: sent[1],
+            attempt: AttemptId::nth(sent[1]),
             status: 503,
             body: Vec::new(),
         },
@@ -636,7 +687,7 @@ fn fields_fetch_only_what_is_named_and_its_dependencies() {
     assert_eq!(sent.len(), 1, "only the dependency starts");
     assert_eq!(header(sent[0], ":path"), Some("/p"));
     let actions = gather.ev(answer(0, r#"{"seller":"s1"}"#), MS);
-    let job = dispatches(&actions)[0].job;
+    let job = dispatches(&actions)[0].attempt.index();
     let r = response(gather.ev(answer(job, r#"{"name":"S"}"#), 2 * MS));
     assert_eq!(
         body(&r),
@@ -795,7 +846,7 @@ fn big_ids_are_items_and_join_keys_exactly() {
         ],
         "ids differing in the last digit are two items, 7 and \"7\" two, 7 and 7.0 one"
     );
-    let jobs: Vec<usize> = sent.iter().map(|d| d.job).collect();
+    let jobs: Vec<usize> = sent.iter().map(|d| d.attempt.index()).collect();
     gather.ev(answer(jobs[0], r#"{"n":"first"}"#), MS);
     gather.ev(answer(jobs[1], r#"{"n":"second"}"#), MS);
     gather.ev(answer(jobs[2], r#"{"n":"number"}"#), MS);
@@ -864,16 +915,19 @@ mod resilience {
             headers: route.headers.iter().map(|_| None).collect(),
             ..ClientRequest::default()
         };
-        Gather::start(Rc::clone(route), request, now_us, now_us, store)
+        Gather::start(Rc::clone(route), request, at(now_us), at(now_us), store)
     }
 
     fn jobs(actions: &[Action]) -> Vec<usize> {
-        dispatches(actions).iter().map(|d| d.job).collect()
+        dispatches(actions)
+            .iter()
+            .map(|d| d.attempt.index())
+            .collect()
     }
 
     fn wake(actions: &[Action]) -> Option<u64> {
         actions.iter().find_map(|a| match a {
-            Action::WakeAt(at) => Some(*at),
+            Action::WakeAt(due) => Some(due.as_micros()),
             _ => None,
         })
     }
@@ -881,7 +935,7 @@ mod resilience {
     fn status(job: usize, status: u16) -> Event {
         Event::Answered {
             headers: Vec::new(),
-            job,
+            attempt: AttemptId::nth(job),
             status,
             body: b"{}".to_vec(),
         }
@@ -895,13 +949,16 @@ mod resilience {
         let store = MemoryStore::default();
         let (mut g, actions) = begin(&route, &store, 0);
         assert_eq!(jobs(&actions), [0]);
-        let actions = g.on_event(status(0, 503), MS, &store);
+        let actions = g.on_event(status(0, 503), at(MS), &store);
         assert_eq!(wake(&actions), Some(11 * MS), "backoff before the retry");
-        assert!(jobs(&g.on_timer(5 * MS, &store)).is_empty(), "not yet due");
-        assert_eq!(jobs(&g.on_timer(11 * MS, &store)), [1]);
-        let actions = g.on_event(status(1, 500), 12 * MS, &store);
-        assert_eq!(jobs(&g.on_timer(wake(&actions).unwrap(), &store)), [2]);
-        let r = response(g.on_event(answer(2, "\"ok\""), 30 * MS, &store));
+        assert!(
+            jobs(&g.on_timer(at(5 * MS), &store)).is_empty(),
+            "not yet due"
+        );
+        assert_eq!(jobs(&g.on_timer(at(11 * MS), &store)), [1]);
+        let actions = g.on_event(status(1, 500), at(12 * MS), &store);
+        assert_eq!(jobs(&g.on_timer(at(wake(&actions).unwrap()), &store)), [2]);
+        let r = response(g.on_event(answer(2, "\"ok\""), at(30 * MS), &store));
         assert_eq!(
             body(&r),
             json!({"a": "ok", "_meta": {"complete": true, "attempts": {"a": 3}}})
@@ -917,14 +974,26 @@ mod resilience {
         let store = MemoryStore::default();
         let (mut g, _) = begin(&route, &store, 0);
         assert_eq!(
-            jobs(&g.on_event(Event::Reset { job: 0 }, MS, &store)),
+            jobs(&g.on_event(
+                Event::Reset {
+                    attempt: AttemptId::nth(0)
+                },
+                at(MS),
+                &store
+            )),
             [1],
             "no backoff: at once"
         );
-        let r = response(g.on_event(Event::Reset { job: 1 }, 2 * MS, &store));
+        let r = response(g.on_event(
+            Event::Reset {
+                attempt: AttemptId::nth(1),
+            },
+            at(2 * MS),
+            &store,
+        ));
         assert_eq!(body(&r)["_meta"]["errors"]["a"]["reason"], "connect");
         let (mut g, _) = begin(&route, &store, 0);
-        let r = response(g.on_event(status(0, 503), MS, &store));
+        let r = response(g.on_event(status(0, 503), at(MS), &store));
         assert_eq!(
             body(&r)["_meta"]["errors"]["a"],
             json!({"reason": "status", "status": 503}),
@@ -939,7 +1008,7 @@ mod resilience {
         );
         let store = MemoryStore::default();
         let (mut g, _) = begin(&route, &store, 0);
-        let r = response(g.on_event(status(0, 500), 250 * MS, &store));
+        let r = response(g.on_event(status(0, 500), at(250 * MS), &store));
         assert_eq!(
             body(&r)["_meta"]["errors"]["a"]["status"],
             500,
@@ -970,11 +1039,11 @@ mod resilience {
         let store = MemoryStore::default();
         let (mut g, actions) = begin(&route, &store, 0);
         assert_eq!(wake(&actions), Some(50 * MS));
-        assert_eq!(jobs(&g.on_timer(50 * MS, &store)), [1]);
-        let r = response(g.on_event(answer(1, "\"hedge\""), 60 * MS, &store));
+        assert_eq!(jobs(&g.on_timer(at(50 * MS), &store)), [1]);
+        let r = response(g.on_event(answer(1, "\"hedge\""), at(60 * MS), &store));
         assert_eq!(body(&r)["a"], "hedge");
         assert!(
-            g.on_event(answer(0, "\"slow\""), 200 * MS, &store)
+            g.on_event(answer(0, "\"slow\""), at(200 * MS), &store)
                 .is_empty(),
             "the loser is ignored"
         );
@@ -985,9 +1054,9 @@ mod resilience {
         let route = page(r#"{"name":"a","cluster":"c","path":"/a","hedge_after_ms":10}"#);
         let store = MemoryStore::default();
         let (mut g, _) = begin(&route, &store, 0);
-        g.on_timer(10 * MS, &store);
-        assert!(g.on_event(status(0, 500), 20 * MS, &store).is_empty());
-        let r = response(g.on_event(answer(1, "1"), 30 * MS, &store));
+        g.on_timer(at(10 * MS), &store);
+        assert!(g.on_event(status(0, 500), at(20 * MS), &store).is_empty());
+        let r = response(g.on_event(answer(1, "1"), at(30 * MS), &store));
         assert_eq!(body(&r)["a"], 1);
     }
 
@@ -998,7 +1067,7 @@ mod resilience {
         );
         let store = MemoryStore::default();
         let (mut g, actions) = begin(&route, &store, 0);
-        response(g.on_event(answer(jobs(&actions)[0], "{\"v\":1}"), MS, &store));
+        response(g.on_event(answer(jobs(&actions)[0], "{\"v\":1}"), at(MS), &store));
 
         let (_, actions) = begin(&route, &store, 50 * MS);
         let r = response(actions);
@@ -1010,7 +1079,7 @@ mod resilience {
         assert_eq!(r.header("server-timing"), Some(r#"a;dur=0.0;desc="cache""#));
 
         let (mut g, actions) = begin(&route, &store, 500 * MS);
-        let r = response(g.on_event(status(jobs(&actions)[0], 503), 501 * MS, &store));
+        let r = response(g.on_event(status(jobs(&actions)[0], 503), at(501 * MS), &store));
         assert_eq!(
             body(&r),
             json!({"a": {"v": 1}, "_meta": {"complete": false, "stale": {"a": {"age_ms": 500}}}})
@@ -1028,9 +1097,9 @@ mod resilience {
             let (mut g, actions) = begin(&route, &store, 0);
             g.on_event(
                 Event::Reset {
-                    job: jobs(&actions)[0],
+                    attempt: AttemptId::nth(jobs(&actions)[0]),
                 },
-                MS,
+                at(MS),
                 &store,
             );
         }
@@ -1055,14 +1124,15 @@ mod resilience {
             headers: route.headers.iter().map(|_| None).collect(),
             ..ClientRequest::default()
         };
-        let (mut g, _) = Gather::start(Rc::clone(&route), request, 0, 0, &store);
-        let r = response(g.on_event(answer(1, "\"f\""), MS, &store));
+        let (mut g, _) = Gather::start(Rc::clone(&route), request, at(0), at(0), &store);
+        let r = response(g.on_event(answer(1, "\"f\""), at(MS), &store));
         assert_eq!(
             body(&r),
             json!({"fast": "f", "_meta": {"complete": false, "not_waited_for": ["slow"]}})
         );
         assert!(
-            g.on_event(answer(0, "\"s\""), 2 * MS, &store).is_empty(),
+            g.on_event(answer(0, "\"s\""), at(2 * MS), &store)
+                .is_empty(),
             "late answers are ignored"
         );
     }
@@ -1078,9 +1148,122 @@ mod resilience {
             headers: route.headers.iter().map(|_| None).collect(),
             ..ClientRequest::default()
         };
-        let (mut g, _) = Gather::start(Rc::clone(&route), request, 0, 0, &store);
-        assert!(g.on_event(answer(1, "1"), MS, &store).is_empty());
-        let r = response(g.on_event(answer(0, "2"), 2 * MS, &store));
+        let (mut g, _) = Gather::start(Rc::clone(&route), request, at(0), at(0), &store);
+        assert!(g.on_event(answer(1, "1"), at(MS), &store).is_empty());
+        let r = response(g.on_event(answer(0, "2"), at(2 * MS), &store));
         assert_eq!(body(&r)["_meta"], json!({"complete": true}));
+    }
+}
+
+/// Scenarios on the fake host (`driver.rs`): answered by call name, on a virtual clock.
+mod scenarios {
+    use super::super::driver::{request, route, Driver};
+    use super::super::machine::Broken;
+    use crate::time::Instant;
+    use serde_json::json;
+
+    const PAGE: &str = r#"{"routes":[{"name":"page","match":{"path":"/p/{id}"},"deadline_ms":300,"calls":[
+        {"name":"product","cluster":"catalog","path":"/products/{path.id}","required":true},
+        {"name":"seller","cluster":"sellers","path":"/sellers/{calls.product.seller}"},
+        {"name":"stock","cluster":"stock","path":"/stock/{path.id}",
+         "retries":{"attempts":3,"backoff_ms":10},"hedge_after_ms":40}]}]}"#;
+
+    fn page() -> Driver {
+        let route = route(PAGE);
+        let request = request(&route, "42", "", None);
+        Driver::start(&route, request)
+    }
+
+    #[test]
+    fn a_dependent_call_goes_out_the_moment_its_dependency_answers() {
+        let mut d = page();
+        assert_eq!(d.open_paths(), ["/products/42", "/stock/42"]);
+        d.advance(5);
+        d.ok("product", r#"{"seller":7}"#);
+        assert_eq!(d.open_paths(), ["/stock/42", "/sellers/7"]);
+        d.ok("stock", r#"{"n":1}"#);
+        d.ok("seller", r#"{"name":"Ann"}"#);
+        assert_eq!(
+            d.body(),
+            json!({"product": {"seller": 7}, "seller": {"name": "Ann"}, "stock": {"n": 1},
+                   "_meta": {"complete": true}})
+        );
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_after_its_backoff_on_the_clock() {
+        let mut d = page();
+        d.ok("product", r#"{"seller":7}"#);
+        d.ok("seller", "{}");
+        d.reset("stock");
+        assert!(d.open_of("stock").is_empty(), "backing off");
+        d.advance(9);
+        assert!(d.open_of("stock").is_empty(), "not yet due");
+        d.advance(1);
+        assert_eq!(d.open_of("stock").len(), 1, "the retry after 10 ms");
+        d.ok("stock", r#"{"n":2}"#);
+        assert_eq!(
+            d.body()["_meta"],
+            json!({"complete": true, "attempts": {"stock": 2}})
+        );
+    }
+
+    #[test]
+    fn a_hedge_races_a_slow_first_attempt_and_the_loser_is_ignored() {
+        let mut d = page();
+        d.ok("product", r#"{"seller":7}"#);
+        d.ok("seller", "{}");
+        d.advance(40);
+        assert_eq!(d.open_of("stock").len(), 2, "the hedge is out");
+        let hedge = d.open.pop().unwrap();
+        let first = d.open.pop().unwrap();
+        d.open.push(hedge);
+        d.ok("stock", r#"{"from":"hedge"}"#);
+        assert_eq!(d.body()["stock"], json!({"from": "hedge"}));
+        let late = crate::gather::Event::Answered {
+            attempt: first.attempt,
+            status: 200,
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
+        };
+        assert!(d.gather.on_event(late, d.now, &*d.store).is_empty());
+        let summary = d.gather.summary();
+        assert_eq!((summary.calls[2].attempts, summary.calls[2].hedges), (2, 1));
+    }
+
+    #[test]
+    fn nothing_follows_the_answer() {
+        let mut d = page();
+        d.answer("product", 503, "{}");
+        assert_eq!(d.response().status, 502);
+        assert!(
+            !d.open_of("stock").is_empty(),
+            "still out when the answer went"
+        );
+        d.advance(100);
+        d.ok("stock", "{}");
+        assert!(d.gather.is_answered());
+    }
+
+    #[test]
+    fn a_broken_state_ends_the_request_with_500_instead_of_stalling() {
+        let mut d = page();
+        let actions = d.gather.step(Instant::from_micros(1), |_| {
+            Err(Broken("a test's contradiction"))
+        });
+        match actions.as_slice() {
+            [crate::gather::Action::Respond(response)] => {
+                assert_eq!(response.status, 500);
+                assert_eq!(
+                    serde_json::from_slice::<serde_json::Value>(&response.body).unwrap(),
+                    json!({"error": {"code": "internal_error"}})
+                );
+            }
+            other => panic!("expected one answer, got {other:?}"),
+        }
+        assert!(d
+            .gather
+            .on_timer(Instant::from_micros(2), &*d.store)
+            .is_empty());
     }
 }

@@ -6,17 +6,17 @@
 use super::metrics::EnvoyMetrics;
 use super::store::SharedData;
 use super::worker::Worker;
-use super::{header_value, now_us};
+use super::{header_value, now};
 use crate::client_body::{self, BodyStall};
-use crate::gather::{Action, ClientRequest, Dispatch, Event, Gather};
+use crate::gather::{Action, AttemptId, ClientRequest, Dispatch, Event, Gather};
 use crate::plan::{split_query, Plan, Route};
 use crate::render::{self, Response};
 use crate::stats::Answered;
+use crate::time::Instant;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action as HostAction, BufferType, MapType, Status};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::Duration;
 
 pub struct Exchange {
     context_id: u32,
@@ -28,21 +28,21 @@ pub struct Exchange {
     /// A route matched: the request never continues to the router, body and trailers
     /// included, whatever happens to it (answered, refused, still waiting).
     matched: bool,
-    /// Dispatched jobs still expected: host token and job.
-    in_flight: Vec<(u32, usize)>,
+    /// Dispatched attempts still expected: host token and attempt.
+    in_flight: Vec<(u32, AttemptId)>,
     /// The route counted in `max_inflight` until the answer goes out.
     counted_route: Option<usize>,
     /// The matched route, for metrics, until its answer is recorded.
     route_index: Option<usize>,
-    received_us: u64,
+    received: Instant,
 }
 
 struct Pending {
     route: Rc<Route>,
     request: ClientRequest,
-    received_us: u64,
-    /// The end of the wait for the body (µs): the route deadline.
-    deadline_us: u64,
+    received: Instant,
+    /// The end of the wait for the body: the route deadline.
+    deadline: Instant,
     /// Body bytes Envoy has handed over so far.
     delivered: usize,
 }
@@ -66,7 +66,7 @@ impl Exchange {
             in_flight: Vec::new(),
             counted_route: None,
             route_index: None,
-            received_us: 0,
+            received: Instant::default(),
         }
     }
 
@@ -83,7 +83,7 @@ impl Exchange {
             "gateway-aggregator: {method} {path} matched route {}",
             matched.route.name
         );
-        self.received_us = now_us();
+        self.received = now();
         self.matched = true;
         let index = matched.index;
         self.route_index = Some(index);
@@ -105,9 +105,9 @@ impl Exchange {
                 headers,
                 body: None,
             },
-            deadline_us: client_body::deadline_us(self.received_us, matched.route.deadline_ms),
+            deadline: client_body::deadline(self.received, matched.route.deadline_ms),
             route: matched.route,
-            received_us: self.received_us,
+            received: self.received,
             delivered: 0,
         };
         if pending.route.client_body.needed && !end_of_stream {
@@ -115,11 +115,10 @@ impl Exchange {
             // route's upstream) while the body still comes to on_request_body. The deadline
             // bounds the wait: a client may never finish, and without the setting Envoy never
             // hands the body over.
-            self.worker.wake_at(pending.deadline_us, self.context_id);
+            self.worker.wake_at(pending.deadline, self.context_id);
             self.awaiting_body = Some(pending);
         } else {
-            let now = now_us();
-            self.start(pending, now);
+            self.start(pending, now());
         }
         HostAction::Pause
     }
@@ -157,29 +156,29 @@ impl Exchange {
         let Some(position) = self.in_flight.iter().position(|(t, _)| *t == token) else {
             return;
         };
-        let (_, job) = self.in_flight.swap_remove(position);
+        let (_, attempt) = self.in_flight.swap_remove(position);
         let Some(gather) = self.gather.as_mut() else {
             return;
         };
-        let event = call_event(job, num_headers, body_size, gather);
-        let actions = gather.on_event(event, now_us(), &SharedData);
+        let event = call_event(attempt, num_headers, body_size, gather);
+        let actions = gather.on_event(event, now(), &SharedData);
         self.run(actions, via);
     }
 
-    pub fn on_timer(&mut self, now_us: u64) {
+    pub fn on_timer(&mut self, now: Instant) {
         if let Some(pending) = &self.awaiting_body {
-            if now_us >= pending.deadline_us {
+            if now >= pending.deadline {
                 self.body_deadline_passed();
             } else {
                 // Not due yet (only a clock stepping back does that): keep the wait bounded.
-                self.worker.wake_at(pending.deadline_us, self.context_id);
+                self.worker.wake_at(pending.deadline, self.context_id);
             }
             return;
         }
         let Some(gather) = self.gather.as_mut() else {
             return;
         };
-        let actions = gather.on_timer(now_us, &SharedData);
+        let actions = gather.on_timer(now, &SharedData);
         self.run(actions, Via::Root);
     }
 
@@ -193,12 +192,12 @@ impl Exchange {
         }
     }
 
-    fn start(&mut self, pending: Pending, now_us: u64) {
+    fn start(&mut self, pending: Pending, now: Instant) {
         let (gather, actions) = Gather::start(
             pending.route,
             pending.request,
-            pending.received_us,
-            now_us,
+            pending.received,
+            now,
             &SharedData,
         );
         self.gather = Some(gather);
@@ -209,11 +208,11 @@ impl Exchange {
     /// passed first (the timer had not come round yet), which is then answered as on the
     /// timer.
     fn body_complete(&mut self, body_size: usize) {
-        let now = now_us();
+        let now = now();
         if self
             .awaiting_body
             .as_ref()
-            .is_some_and(|p| now >= p.deadline_us)
+            .is_some_and(|p| now >= p.deadline)
         {
             self.body_deadline_passed();
             return;
@@ -276,13 +275,13 @@ impl Exchange {
                 Action::Dispatch(dispatch) => {
                     if let Err(event) = self.dispatch(&dispatch, via) {
                         let more = match self.gather.as_mut() {
-                            Some(gather) => gather.on_event(event, now_us(), &SharedData),
+                            Some(gather) => gather.on_event(event, now(), &SharedData),
                             None => Vec::new(),
                         };
                         queue.extend(more);
                     }
                 }
-                Action::WakeAt(due_us) => self.worker.wake_at(due_us, self.context_id),
+                Action::WakeAt(due) => self.worker.wake_at(due, self.context_id),
                 Action::Respond(response) => {
                     self.respond(&response);
                     return;
@@ -291,7 +290,7 @@ impl Exchange {
         }
     }
 
-    /// Hands a job to Envoy; a refusal comes back as the event it means.
+    /// Hands an attempt to Envoy; a refusal comes back as the event it means.
     fn dispatch(&mut self, dispatch: &Dispatch, via: Via) -> Result<(), Event> {
         let request = &dispatch.request;
         let headers: Vec<(&str, &str)> = request
@@ -299,11 +298,11 @@ impl Exchange {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        let timeout = Duration::from_millis(dispatch.timeout_ms);
+        let timeout = dispatch.timeout;
         let body = request.body.as_deref();
         match hostcalls::dispatch_http_call(&request.cluster, headers, body, Vec::new(), timeout) {
             Ok(token) => {
-                self.in_flight.push((token, dispatch.job));
+                self.in_flight.push((token, dispatch.attempt));
                 if via == Via::Root {
                     self.worker.note_root_call(token, self.context_id);
                 }
@@ -311,11 +310,11 @@ impl Exchange {
             }
             // Envoy starts the call synchronously: with no healthy host it fails at once.
             Err(Status::InternalFailure) => Err(Event::Unreachable {
-                job: dispatch.job,
+                attempt: dispatch.attempt,
                 detail: format!("no healthy host in cluster \"{}\"", request.cluster),
             }),
             Err(status) => Err(Event::Refused {
-                job: dispatch.job,
+                attempt: dispatch.attempt,
                 detail: format!(
                     "Envoy refused the call to cluster \"{}\" ({status:?}): unknown or not yet warmed cluster",
                     request.cluster
@@ -331,12 +330,12 @@ impl Exchange {
         if let Some(route) = self.route_index.take() {
             let complete = response.header("x-aggregation-complete") == Some("true");
             let summary = self.gather.as_ref().map(Gather::summary);
-            let latency_us = now_us().saturating_sub(self.received_us);
+            let latency = now().saturating_duration_since(self.received);
             let answered = Answered {
                 route,
                 status: response.status,
                 complete,
-                latency_us,
+                latency,
                 summary: summary.as_ref(),
             };
             self.worker.stats().record(&answered, &EnvoyMetrics);
@@ -402,17 +401,17 @@ fn respond(response: &Response) {
 
 /// Reads what Envoy holds for a finished call. Headers are read only when Envoy says there
 /// are some: without them there is no response, and reading would trap the VM.
-fn call_event(job: usize, num_headers: usize, body_size: usize, gather: &Gather) -> Event {
+fn call_event(attempt: AttemptId, num_headers: usize, body_size: usize, gather: &Gather) -> Event {
     if num_headers == 0 {
-        return Event::Reset { job };
+        return Event::Reset { attempt };
     }
     let status = header_value(MapType::HttpCallResponseHeaders, ":status")
         .and_then(|s| s.parse::<u16>().ok());
     let Some(status) = status else {
-        return Event::Reset { job };
+        return Event::Reset { attempt };
     };
-    if u64::try_from(body_size).unwrap_or(u64::MAX) > gather.body_limit(job) {
-        return Event::TooLarge { job, status };
+    if u64::try_from(body_size).unwrap_or(u64::MAX) > gather.body_limit(attempt) {
+        return Event::TooLarge { attempt, status };
     }
     let body = if body_size == 0 {
         Vec::new()
@@ -422,9 +421,9 @@ fn call_event(job: usize, num_headers: usize, body_size: usize, gather: &Gather)
             .flatten()
             .unwrap_or_default()
     };
-    let headers = copied_headers(gather.headers_to_copy(job));
+    let headers = copied_headers(gather.headers_to_copy(attempt));
     Event::Answered {
-        job,
+        attempt,
         status,
         headers,
         body,

@@ -10,6 +10,7 @@ mod root;
 mod store;
 mod worker;
 
+use crate::time::Instant;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 use std::time::UNIX_EPOCH;
@@ -26,12 +27,13 @@ fn follow_host_log_level() {
     }
 }
 
-/// Microseconds since the epoch by Envoy's clock; 0 if the host cannot tell.
-fn now_us() -> u64 {
-    hostcalls::get_current_time()
+/// Now, by Envoy's clock; the epoch if the host cannot tell.
+fn now() -> Instant {
+    let micros = hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    Instant::from_micros(micros)
 }
 
 /// A header value as UTF-8 text; values that are not UTF-8 count as absent.

@@ -109,12 +109,12 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let now_us = super::now_us();
-        for context_id in self.worker.due(now_us) {
+        let now = super::now();
+        for context_id in self.worker.due(now) {
             self.exchanges
-                .with(context_id, |exchange| exchange.on_timer(now_us));
+                .with(context_id, |exchange| exchange.on_timer(now));
         }
-        self.worker.flush_metrics(now_us);
+        self.worker.flush_metrics(now);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -5,27 +5,29 @@
 
 use super::metrics::EnvoyMetrics;
 use crate::stats::Stats;
+use crate::time::Instant;
 use hashbrown::HashMap;
 use std::cell::{Cell, Ref, RefCell};
+use std::time::Duration;
 
 #[derive(Default)]
 pub struct Worker {
-    /// Due time (µs) and the context to wake.
-    wakeups: RefCell<Vec<(u64, u32)>>,
+    /// Due time and the context to wake.
+    wakeups: RefCell<Vec<(Instant, u32)>>,
     /// Calls dispatched while the root context was active: Envoy answers them to the root,
     /// which hands each to its exchange.
     root_calls: RefCell<HashMap<u32, u32>>,
     /// Aggregations in flight per route index.
     inflight: RefCell<Vec<u64>>,
     stats: RefCell<Stats>,
-    last_flush_us: Cell<u64>,
+    last_flush: Cell<Instant>,
     /// The missing `allow_on_headers_stop_iteration` has been logged: once per VM is enough
     /// to name the fix, and a line per request would flood the log.
     body_unavailable_logged: Cell<bool>,
 }
 
 /// How often counted stats reach Envoy.
-const METRICS_FLUSH_US: u64 = 1_000_000;
+const METRICS_FLUSH: Duration = Duration::from_secs(1);
 
 impl Worker {
     /// Drops a request's wake-ups.
@@ -35,19 +37,19 @@ impl Worker {
             .retain(|(_, id)| *id != context_id);
     }
 
-    pub fn wake_at(&self, due_us: u64, context_id: u32) {
-        self.wakeups.borrow_mut().push((due_us, context_id));
+    pub fn wake_at(&self, due: Instant, context_id: u32) {
+        self.wakeups.borrow_mut().push((due, context_id));
     }
 
     /// The contexts whose wake-up time has come, each once.
-    pub fn due(&self, now_us: u64) -> Vec<u32> {
+    pub fn due(&self, now: Instant) -> Vec<u32> {
         let mut wakeups = self.wakeups.borrow_mut();
         let mut due: Vec<u32> = wakeups
             .iter()
-            .filter(|(at, _)| *at <= now_us)
+            .filter(|(at, _)| *at <= now)
             .map(|(_, id)| *id)
             .collect();
-        wakeups.retain(|(at, _)| *at > now_us);
+        wakeups.retain(|(at, _)| *at > now);
         due.sort_unstable();
         due.dedup();
         due
@@ -87,10 +89,10 @@ impl Worker {
     }
 
     /// Hands the counted stats to Envoy, at most once a second.
-    pub fn flush_metrics(&self, now_us: u64) {
-        let due = self.last_flush_us.get().saturating_add(METRICS_FLUSH_US) <= now_us;
+    pub fn flush_metrics(&self, now: Instant) {
+        let due = self.last_flush.get() + METRICS_FLUSH <= now;
         if due {
-            self.last_flush_us.set(now_us);
+            self.last_flush.set(now);
             self.stats.borrow().flush(&EnvoyMetrics);
         }
     }

@@ -172,6 +172,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::plan::matcher::Capture;
+    use crate::plan::CallId;
     use serde_json::json;
 
     struct Names;
@@ -186,9 +187,9 @@ mod tests {
         fn header(&mut self, name: &str) -> usize {
             usize::from(name == "content-type")
         }
-        fn call(&mut self, name: &str) -> Result<usize, String> {
+        fn call(&mut self, name: &str) -> Result<CallId, String> {
             (name == "user")
-                .then_some(0)
+                .then_some(CallId::new(0))
                 .ok_or_else(|| "no such call".to_string())
         }
         fn item(&mut self) -> Result<(), String> {
@@ -209,7 +210,7 @@ mod tests {
         fn header(&self, _: usize) -> Option<&str> {
             None
         }
-        fn call_body(&self, _: usize) -> Option<&Value> {
+        fn call_body(&self, _: CallId) -> Option<&Value> {
             static USER: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
             Some(USER.get_or_init(
                 || json!({"id": 42, "vip": true, "address": {"city": "Lyon"}, "tags": ["a", "b"]}),

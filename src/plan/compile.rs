@@ -30,7 +30,7 @@ mod response;
 use super::body::BodyTemplate;
 use super::matcher::PathPattern;
 use super::template::Source;
-use super::{graph, Call, ClientBodyUse, Plan, Route};
+use super::{graph, Call, CallId, ClientBodyUse, Plan, Route};
 use crate::config::{self, Config, ConfigError, Defaults, MatchConfig, Place, RouteConfig};
 use checks::{check_method, check_name, lower_header_list};
 use inputs::RouteInputs;
@@ -89,7 +89,7 @@ impl Route {
         let (methods, match_headers) = compile_match(&config.matching, &place)?;
         let mut cx = Context::new(config, defaults, place, pattern.capture_names())?;
         let mut calls = cx.calls()?;
-        let dependencies: Vec<Vec<usize>> = calls.iter().map(|c| c.dependencies.clone()).collect();
+        let dependencies: Vec<Vec<CallId>> = calls.iter().map(|c| c.dependencies.clone()).collect();
         let order = graph::order(&dependencies, &cx.inputs.call_names)
             .map_err(|why| cx.place.error(Some("calls"), why))?;
         mark_bodies_needed(&mut calls);
@@ -171,7 +171,9 @@ fn meta_key(
 /// A call's body is parsed, not only validated, when a later call reads it.
 fn mark_bodies_needed(calls: &mut [Call]) {
     for read in 0..calls.len() {
-        let needed = calls.iter().any(|reader| reads_body_of(reader, read));
+        let needed = calls
+            .iter()
+            .any(|reader| reads_body_of(reader, CallId::new(read)));
         if let Some(call) = calls.get_mut(read) {
             call.body_needed = needed;
         }
@@ -179,7 +181,7 @@ fn mark_bodies_needed(calls: &mut [Call]) {
 }
 
 /// Whether `reader` needs the parsed body of call `read`.
-fn reads_body_of(reader: &Call, read: usize) -> bool {
+fn reads_body_of(reader: &Call, read: CallId) -> bool {
     reader
         .placeholders()
         .any(|p| matches!(p.source, Source::Call { call, .. } if call == read))

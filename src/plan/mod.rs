@@ -20,6 +20,31 @@ use template::{Placeholder, Template};
 
 pub use compile::{MAX_BODY_BYTES, MAX_FAN_OUT, MAX_MS};
 
+/// A call of a route: its place in [`Route::calls`], in configuration order. Calls refer to
+/// each other (dependencies, `for_each`, `join`) by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(usize);
+
+impl CallId {
+    /// The call at `index` in [`Route::calls`].
+    pub const fn new(index: usize) -> CallId {
+        CallId(index)
+    }
+
+    /// Its place in [`Route::calls`] (and in every per-call list of a request).
+    pub const fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// Tests compare ids with plain indexes.
+#[cfg(test)]
+impl PartialEq<usize> for CallId {
+    fn eq(&self, index: &usize) -> bool {
+        self.0 == *index
+    }
+}
+
 #[derive(Debug)]
 pub struct Plan {
     pub routes: Vec<Rc<Route>>,
@@ -35,7 +60,7 @@ pub struct Route {
     pub expose_errors: bool,
     pub calls: Vec<Call>,
     /// Calls in an order where each follows its dependencies.
-    pub order: Vec<usize>,
+    pub order: Vec<CallId>,
     /// Query parameters the templates read, by slot.
     pub query_params: Vec<String>,
     /// Request headers this route reads (templates and forwarding), lowercase, by slot.
@@ -79,7 +104,9 @@ pub struct Call {
     pub fallback: Option<Fallback>,
     pub format: Format,
     pub max_body_bytes: u64,
-    pub dependencies: Vec<usize>,
+    /// Calls that must finish first: implied by `{calls.…}` templates, `for_each` and
+    /// `join`, or listed in `after`.
+    pub dependencies: Vec<CallId>,
     /// A later call reads values from this call's body, so it is parsed, not only validated.
     pub body_needed: bool,
     pub body: Option<BodyTemplate>,
@@ -143,7 +170,7 @@ impl Call {
 /// `for_each` (SPEC §3.5): one call per distinct value found at `path` in `source`'s body.
 #[derive(Debug)]
 pub struct FanOut {
-    pub source: usize,
+    pub source: CallId,
     pub path: JsonPath,
     pub max_items: usize,
 }
@@ -152,7 +179,7 @@ pub struct FanOut {
 /// value equals an item gets that item's result under `key`.
 #[derive(Debug)]
 pub struct Join {
-    pub target: usize,
+    pub target: CallId,
     pub into: JsonPath,
     pub on: JsonPath,
     pub key: String,
@@ -244,8 +271,18 @@ impl Route {
         format!("{} {}", self.methods.join(","), self.pattern.text())
     }
 
-    pub fn call_index(&self, name: &str) -> Option<usize> {
-        self.calls.iter().position(|c| c.name == name)
+    pub fn call_index(&self, name: &str) -> Option<CallId> {
+        self.calls.iter().position(|c| c.name == name).map(CallId)
+    }
+
+    /// The call `id` names.
+    pub fn call(&self, id: CallId) -> Option<&Call> {
+        self.calls.get(id.0)
+    }
+
+    /// Every call with its id, in configuration order.
+    pub fn calls(&self) -> impl Iterator<Item = (CallId, &Call)> {
+        self.calls.iter().enumerate().map(|(i, c)| (CallId(i), c))
     }
 
     /// Backoffs and hedges need the worker's timer, and so does the wait for the client's

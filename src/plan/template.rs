@@ -3,6 +3,7 @@
 //! of §3.1.
 
 use super::matcher::Capture;
+use super::CallId;
 use crate::encoding::percent_encode_into;
 use crate::json_path::{Found, JsonPath};
 use serde_json::Value;
@@ -14,7 +15,7 @@ pub enum Source {
     Query(usize),
     Header(usize),
     Call {
-        call: usize,
+        call: CallId,
         path: JsonPath,
     },
     /// `{item}`: the value a `for_each` call is made for.
@@ -47,7 +48,7 @@ pub trait Resolve {
     fn capture(&mut self, name: &str) -> Option<usize>;
     fn query(&mut self, name: &str) -> usize;
     fn header(&mut self, name: &str) -> usize;
-    fn call(&mut self, name: &str) -> Result<usize, String>;
+    fn call(&mut self, name: &str) -> Result<CallId, String>;
     /// `{item}` is allowed only in calls with `for_each`.
     fn item(&mut self) -> Result<(), String>;
     /// Notes that the route reads fields of the client's JSON body.
@@ -61,7 +62,7 @@ pub trait Inputs {
     fn query(&self, slot: usize) -> Option<Option<&str>>;
     fn header(&self, slot: usize) -> Option<&str>;
     /// The JSON body of an earlier call (or its fallback).
-    fn call_body(&self, call: usize) -> Option<&Value>;
+    fn call_body(&self, call: CallId) -> Option<&Value>;
     /// The current `for_each` item.
     fn item(&self) -> Option<&Value>;
     /// The client's body parsed as JSON: `None` without a body, `Some(Err)` if it is not JSON.
@@ -470,10 +471,11 @@ mod tests {
         fn header(&mut self, name: &str) -> usize {
             intern(&mut self.headers, name)
         }
-        fn call(&mut self, name: &str) -> Result<usize, String> {
+        fn call(&mut self, name: &str) -> Result<CallId, String> {
             ["product", "user"]
                 .iter()
                 .position(|n| *n == name)
+                .map(CallId::new)
                 .ok_or_else(|| format!("no call named \"{name}\""))
         }
         fn item(&mut self) -> Result<(), String> {
@@ -509,8 +511,8 @@ mod tests {
         fn header(&self, slot: usize) -> Option<&str> {
             self.headers.get(slot)?.as_deref()
         }
-        fn call_body(&self, call: usize) -> Option<&Value> {
-            self.bodies.get(call)?.as_ref()
+        fn call_body(&self, call: CallId) -> Option<&Value> {
+            self.bodies.get(call.index())?.as_ref()
         }
         fn item(&self) -> Option<&Value> {
             self.item.as_ref()

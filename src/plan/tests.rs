@@ -259,11 +259,11 @@ fn fan_out_and_bodies_compile_into_the_plan() {
     assert_eq!(authors.dependencies, [0]);
     assert_eq!(
         authors.fan_out.as_ref().map(|f| (f.source, f.max_items)),
-        Some((0, 32))
+        Some((CallId::new(0), 32))
     );
     assert_eq!(
         authors.join.as_ref().map(|j| (j.target, j.key.as_str())),
-        Some((0, "detail"))
+        Some((CallId::new(0), "detail"))
     );
     assert!(
         route.calls[0].body_needed,

@@ -11,6 +11,7 @@ use meta::{write_failure_fields, write_meta, ErrorEntry};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 /// A local reply for the host to send, exactly once per request.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +40,7 @@ pub struct CallView<'a> {
     /// A fallback stands in for the call's body (or for some of its items).
     pub fell_back: bool,
     /// Time from the first dispatch to the last answer; `None` if it was never dispatched.
-    pub duration_us: Option<u64>,
+    pub duration: Option<Duration>,
     /// The call has `as`: in the `merge` layout its body goes under its key.
     pub keyed: bool,
     /// Upstream response headers copied to the client (`headers_from`).
@@ -69,7 +70,7 @@ impl<'a> CallView<'a> {
             output: output.map(|o| Cow::Borrowed(o.as_bytes())),
             status,
             fell_back: false,
-            duration_us,
+            duration: duration_us.map(Duration::from_micros),
             keyed: false,
             headers: &[],
             attempts: 1,
@@ -238,17 +239,20 @@ pub enum ErrorCode {
     RequestBodyUnavailable,
     /// The route is at its `max_inflight` (SPEC §6): 503.
     Overload,
+    /// The filter found its own state contradicting itself (a bug): 500, logged at error.
+    InternalError,
 }
 
 impl ErrorCode {
     /// Every code, for documentation checks.
-    pub const ALL: [ErrorCode; 6] = [
+    pub const ALL: [ErrorCode; 7] = [
         ErrorCode::RequiredCallFailed,
         ErrorCode::UnknownField,
         ErrorCode::RequestBodyTooLarge,
         ErrorCode::RequestBodyTimeout,
         ErrorCode::RequestBodyUnavailable,
         ErrorCode::Overload,
+        ErrorCode::InternalError,
     ];
 
     /// The code as clients read it.
@@ -260,6 +264,7 @@ impl ErrorCode {
             ErrorCode::RequestBodyTimeout => "request_body_timeout",
             ErrorCode::RequestBodyUnavailable => "request_body_unavailable",
             ErrorCode::Overload => "overload",
+            ErrorCode::InternalError => "internal_error",
         }
     }
 
@@ -273,6 +278,7 @@ impl ErrorCode {
             ErrorCode::RequestBodyTimeout => Some(408),
             ErrorCode::RequestBodyUnavailable => Some(500),
             ErrorCode::Overload => Some(503),
+            ErrorCode::InternalError => Some(500),
         }
     }
 
@@ -293,6 +299,12 @@ pub fn unknown_field(field: &str, valid: &[&str]) -> Response {
     fields.insert("field".to_string(), Value::from(field));
     fields.insert("valid".to_string(), Value::from(valid.to_vec()));
     ErrorCode::UnknownField.answer(fields)
+}
+
+/// 500 when the aggregation's state contradicts itself (a bug, logged at error): the request
+/// ends instead of waiting for an answer that cannot come. `{"error":{"code":"internal_error"}}`.
+pub fn internal_error() -> Response {
+    ErrorCode::InternalError.answer(serde_json::Map::new())
 }
 
 /// 503 for a route over its `max_inflight`: the client should come back shortly.
@@ -417,7 +429,8 @@ pub fn server_timing(calls: &[CallView<'_>]) -> String {
             out.push_str(", ");
         }
         out.push_str(call.name);
-        if let Some(us) = call.duration_us {
+        if let Some(duration) = call.duration {
+            let us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
             // Milliseconds to one decimal, rounded half up, without float formatting (which
             // would cost time per answer and size in the .wasm).
             let tenths = us.saturating_add(50) / 100;

@@ -61,6 +61,17 @@ impl CallShape {
         Ok((!empty).then_some(shape))
     }
 
+    /// The reshaped JSON of an answer: `parsed` is its body if the caller has it parsed
+    /// already, else `json` is parsed (exactly: numbers and key order as written). `None` only
+    /// if serialising fails, which a `Value` never does.
+    pub fn apply_to_json(&self, parsed: Option<Value>, json: &[u8]) -> Option<Vec<u8>> {
+        let body = parsed
+            .or_else(|| crate::json_number::parse(json).ok())
+            .unwrap_or(Value::Null);
+        serde_json::to_vec(&self.apply(body)).ok()
+    }
+
+    /// Applies the transforms in their order: `extract`, `select`, `omit`, `rename`.
     pub fn apply(&self, body: Value) -> Value {
         let mut body = match &self.extract {
             Some(path) => {

@@ -10,7 +10,7 @@ use crate::config::{CallConfig, ConfigError, JoinConfig, Layout};
 use crate::json_path::JsonPath;
 use crate::plan::body::BodyTemplate;
 use crate::plan::template::{Resolve, Source, Template};
-use crate::plan::{Call, CallResilience, Fallback, FanOut, Join};
+use crate::plan::{Call, CallId, CallResilience, Fallback, FanOut, Join};
 use crate::shape::CallShape;
 
 /// The headers a call sets: lowercase name and value template.
@@ -371,7 +371,7 @@ impl CallCompiler<'_, '_> {
     }
 
     /// `after` (SPEC §3.2): names of calls that must finish first, each once.
-    fn after(&mut self) -> Result<Vec<usize>, ConfigError> {
+    fn after(&mut self) -> Result<Vec<CallId>, ConfigError> {
         let mut dependencies = Vec::new();
         for name in &self.config.after {
             let dependency = self
@@ -389,7 +389,7 @@ impl CallCompiler<'_, '_> {
     /// The dependencies the templates and `for_each` imply (SPEC §3.2), added to `after`'s; and
     /// a `for_each` call must use `{item}`, or every item would make the same call.
     fn implied_dependencies(&self, call: &mut Call) -> Result<(), ConfigError> {
-        let implied: Vec<usize> = call
+        let implied: Vec<CallId> = call
             .placeholders()
             .filter_map(|p| match p.source {
                 Source::Call { call, .. } => Some(call),

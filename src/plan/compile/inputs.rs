@@ -2,6 +2,7 @@
 //! templates are parsed, and the names of the route's calls they may refer to.
 
 use crate::plan::template::Resolve;
+use crate::plan::CallId;
 
 /// Slots of the client inputs a route's templates read, and the names of its calls.
 pub struct RouteInputs<'a> {
@@ -57,12 +58,12 @@ impl Resolve for RouteInputs<'_> {
         intern(&mut self.headers, name)
     }
 
-    fn call(&mut self, name: &str) -> Result<usize, String> {
+    fn call(&mut self, name: &str) -> Result<CallId, String> {
         match self.call_names.iter().position(|n| *n == name) {
             Some(call) if call == self.current_call => {
                 Err("a call cannot read its own response".to_string())
             }
-            Some(call) => Ok(call),
+            Some(call) => Ok(CallId::new(call)),
             None => Err(format!("the route has no call named \"{name}\"")),
         }
     }
