@@ -45,12 +45,13 @@ use super::state::{
     StaleEntry,
 };
 use super::{Action, AttemptId, ClientRequest, Dispatch, Event, Gather, ItemId, RequestId};
-use crate::config::{RetryOn, WaitFor};
+use crate::config::WaitFor;
 use crate::outcome::{Failure, Reason, Success};
 use crate::plan::{Call, CallId, FanOut, Route};
 use crate::render::{self, Shape};
 use crate::resilience::breaker::Gate;
 use crate::resilience::cache::Lookup;
+use crate::resilience::retry::{self, MIN_ATTEMPT};
 use crate::resilience::Store;
 use crate::time::{whole_millis, Instant};
 use serde_json::Value;
@@ -69,9 +70,6 @@ impl fmt::Display for Broken {
 }
 
 type Step = Result<(), Broken>;
-
-/// The shortest attempt worth sending: less than this left of the deadline is no time at all.
-const MIN_ATTEMPT: Duration = Duration::from_millis(1);
 
 /// [`Gather::start`]: the selection, then the first step.
 pub(super) fn start(
@@ -568,13 +566,14 @@ impl Gather {
             Some(Gate::Closed) | None => false,
         };
         self.dispatch(id, probe, now)?;
-        if let (true, false, Some(hedge_after_ms)) = (first, probe, call.resilience.hedge_after_ms)
-        {
-            let at = now + Duration::from_millis(hedge_after_ms);
-            if at < self.deadline {
-                self.request_mut(id)?.hedge = Hedge::Planned(at);
-                self.outbox.wake_at(at);
-            }
+        let hedge = call
+            .resilience
+            .hedge_after_ms
+            .filter(|_| first && !probe)
+            .and_then(|ms| retry::hedge_at(Duration::from_millis(ms), now, self.deadline));
+        if let Some(at) = hedge {
+            self.request_mut(id)?.hedge = Hedge::Planned(at);
+            self.outbox.wake_at(at);
         }
         Ok(())
     }
@@ -618,8 +617,7 @@ impl Gather {
         Ok(())
     }
 
-    /// The backoff before the next attempt, if `failure` may be retried: the call retries this
-    /// reason, attempts remain, and the retry would start before the deadline with time left.
+    /// The backoff before the request's next attempt after `failure`, if its call retries.
     fn retry_delay(
         &self,
         call: &Call,
@@ -627,22 +625,12 @@ impl Gather {
         failure: &Failure,
         now: Instant,
     ) -> Result<Option<Duration>, Broken> {
-        let attempts = self.request(id)?.attempts;
-        let Some(policy) = call.resilience.retries.as_ref() else {
-            return Ok(None);
-        };
-        let wanted = match failure.reason {
-            Reason::Connect => policy.on.contains(&RetryOn::Connect),
-            Reason::Timeout => policy.on.contains(&RetryOn::Timeout),
-            Reason::Status => {
-                policy.on.contains(&RetryOn::ServerError)
-                    && failure.status.is_some_and(|s| s >= 500)
-            }
-            _ => false,
-        };
-        let delay = Duration::from_millis(policy.backoff_ms);
-        let in_time = now + delay + MIN_ATTEMPT < self.deadline;
-        Ok((wanted && attempts < policy.attempts && in_time).then_some(delay))
+        let sent = self.request(id)?.attempts;
+        Ok(call
+            .resilience
+            .retries
+            .as_ref()
+            .and_then(|policy| policy.backoff(failure, sent, now, self.deadline)))
     }
 
     /// Ends a request with its result (a stale cache entry stands in for a failure) and hands

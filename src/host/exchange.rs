@@ -92,7 +92,7 @@ impl Exchange {
                 "gateway-aggregator: route {} is at max_inflight",
                 matched.route.name
             );
-            self.respond(&render::overload(&matched.route.name));
+            self.respond(&render::overload(&matched.route.name), self.received);
             return HostAction::Pause;
         }
         self.counted_route = Some(index);
@@ -118,7 +118,8 @@ impl Exchange {
             self.worker.wake_at(pending.deadline, self.context_id);
             self.awaiting_body = Some(pending);
         } else {
-            self.start(pending, now());
+            // One clock read per entry into the VM: the headers' arrival is the start.
+            self.start(pending, self.received);
         }
         HostAction::Pause
     }
@@ -130,7 +131,7 @@ impl Exchange {
         pending.delivered = body_size;
         let limit = pending.route.client_body.max_bytes;
         if u64::try_from(body_size).unwrap_or(u64::MAX) > limit {
-            self.give_up_body(&render::request_body_too_large(limit));
+            self.give_up_body(&render::request_body_too_large(limit), now());
             return HostAction::Pause;
         }
         if end_of_stream {
@@ -161,14 +162,15 @@ impl Exchange {
             return;
         };
         let event = call_event(attempt, num_headers, body_size, gather);
-        let actions = gather.on_event(event, now(), &SharedData);
-        self.run(actions, via);
+        let now = now();
+        let actions = gather.on_event(event, now, &SharedData);
+        self.run(actions, via, now);
     }
 
     pub fn on_timer(&mut self, now: Instant) {
         if let Some(pending) = &self.awaiting_body {
             if now >= pending.deadline {
-                self.body_deadline_passed();
+                self.body_deadline_passed(now);
             } else {
                 // Not due yet (only a clock stepping back does that): keep the wait bounded.
                 self.worker.wake_at(pending.deadline, self.context_id);
@@ -179,7 +181,7 @@ impl Exchange {
             return;
         };
         let actions = gather.on_timer(now, &SharedData);
-        self.run(actions, Via::Root);
+        self.run(actions, Via::Root, now);
     }
 
     /// After a local reply (or while answering), Envoy may still hand over body and trailers:
@@ -201,7 +203,7 @@ impl Exchange {
             &SharedData,
         );
         self.gather = Some(gather);
-        self.run(actions, Via::Stream);
+        self.run(actions, Via::Stream, now);
     }
 
     /// The body has arrived (or ended with trailers): read it and start, unless the deadline
@@ -214,7 +216,7 @@ impl Exchange {
             .as_ref()
             .is_some_and(|p| now >= p.deadline)
         {
-            self.body_deadline_passed();
+            self.body_deadline_passed(now);
             return;
         }
         let Some(mut pending) = self.awaiting_body.take() else {
@@ -230,7 +232,7 @@ impl Exchange {
 
     /// The route deadline passed without the whole body: 408 if the client is late, 500 if
     /// Envoy holds the body back (SPEC §3.4). Nothing is dispatched.
-    fn body_deadline_passed(&mut self) {
+    fn body_deadline_passed(&mut self, now: Instant) {
         let Some(pending) = &self.awaiting_body else {
             return;
         };
@@ -256,26 +258,26 @@ impl Exchange {
         if let Some(index) = self.route_index {
             self.worker.stats().body_stalled(index, stall);
         }
-        self.give_up_body(&response);
+        self.give_up_body(&response, now);
     }
 
     /// Answers a request still waiting for its body, and forgets it: the held request, its
     /// wake-ups and its `max_inflight` slot. Later body callbacks are held (`matched`).
-    fn give_up_body(&mut self, response: &Response) {
+    fn give_up_body(&mut self, response: &Response, now: Instant) {
         self.awaiting_body = None;
-        self.respond(response);
+        self.respond(response, now);
         self.worker.forget(self.context_id);
     }
 
     /// Carries out actions in order; a call the host refuses becomes an event at once.
-    fn run(&mut self, actions: Vec<Action>, via: Via) {
+    fn run(&mut self, actions: Vec<Action>, via: Via, now: Instant) {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::Dispatch(dispatch) => {
                     if let Err(event) = self.dispatch(&dispatch, via) {
                         let more = match self.gather.as_mut() {
-                            Some(gather) => gather.on_event(event, now(), &SharedData),
+                            Some(gather) => gather.on_event(event, now, &SharedData),
                             None => Vec::new(),
                         };
                         queue.extend(more);
@@ -283,7 +285,7 @@ impl Exchange {
                 }
                 Action::WakeAt(due) => self.worker.wake_at(due, self.context_id),
                 Action::Respond(response) => {
-                    self.respond(&response);
+                    self.respond(&response, now);
                     return;
                 }
             }
@@ -323,14 +325,14 @@ impl Exchange {
         }
     }
 
-    fn respond(&mut self, response: &Response) {
+    fn respond(&mut self, response: &Response, now: Instant) {
         respond(response);
         self.in_flight.clear();
         self.release();
         if let Some(route) = self.route_index.take() {
             let complete = response.header("x-aggregation-complete") == Some("true");
             let summary = self.gather.as_ref().map(Gather::summary);
-            let latency = now().saturating_duration_since(self.received);
+            let latency = now.saturating_duration_since(self.received);
             let answered = Answered {
                 route,
                 status: response.status,

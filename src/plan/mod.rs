@@ -11,6 +11,7 @@ use crate::config::{self, ConfigError, Format};
 use crate::json_path::JsonPath;
 use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::cache::CachePolicy;
+pub use crate::resilience::retry::RetryPolicy;
 use crate::shape::{CallShape, ResponseShape};
 use body::BodyTemplate;
 use matcher::{Capture, PathPattern};
@@ -133,14 +134,6 @@ pub struct CallResilience {
     pub hedge_after_ms: Option<u64>,
     pub cache: Option<CacheSpec>,
     pub breaker: Option<BreakerPolicy>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Total attempts, the first included.
-    pub attempts: u32,
-    pub backoff_ms: u64,
-    pub on: Vec<config::RetryOn>,
 }
 
 #[derive(Debug)]

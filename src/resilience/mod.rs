@@ -1,9 +1,12 @@
-//! SPEC §6 state shared by every worker: the response cache and the circuit breakers. Both
-//! live in a [`Store`] (Envoy shared data in the filter, a map in tests) and are updated with
-//! compare-and-swap, so workers never overwrite each other's changes unknowingly.
+//! SPEC §6 policies, one file each: retries and hedging (`retry.rs`), the response cache
+//! (`cache.rs`) and the circuit breakers (`breaker.rs`). Each decides; the state machine
+//! (`gather/machine.rs`) asks. The cache and the breakers keep state shared by every worker in a
+//! [`Store`] (Envoy shared data in the filter, a map in tests), updated with compare-and-swap,
+//! so workers never overwrite each other's changes unknowingly.
 
 pub mod breaker;
 pub mod cache;
+pub mod retry;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
