@@ -173,6 +173,23 @@ if ((SELFTEST)); then
     check "required call's 404 passed through" /api/products/missing 404 -
     check "currency query" "/api/products/42?currency=USD" 200 true
     check "dependent call (stock by product sku)" /api/products/42/summary 200 true
+    # The gateway's clusters speak HTTP/2 (envoy/gateway.yaml): every call above reached the
+    # services' Envoy as an HTTP/2 request, none as HTTP/1.1 (it counts both per listener).
+    stats=$(http_get "$UPSTREAMS_ADMIN" '/stats?filter=downstream_rq_http' 2>&1 | tr -d '\r') || true
+    protocols= h2_ok=1
+    for service in catalog inventory pricing reviews; do
+        h1=$(sed -n "s/^http\.$service\.downstream_rq_http1_total: *//p" <<<"$stats")
+        h2=$(sed -n "s/^http\.$service\.downstream_rq_http2_total: *//p" <<<"$stats")
+        [[ $h1 == 0 && $h2 =~ ^[1-9][0-9]*$ ]] || h2_ok=0
+        protocols+="${protocols:+, }$service ${h2:-?} HTTP/2 + ${h1:-?} HTTP/1.1"
+    done
+    if ((h2_ok)); then
+        say "PASS  calls to the services over HTTP/2: $protocols"
+    else
+        say "FAIL  calls to the services over HTTP/2: $protocols"
+        say "      (want only HTTP/2 requests at every service: see the clusters in envoy/gateway.yaml)"
+        failures=$((failures + 1))
+    fi
     if ((failures)); then
         log_tail gateway
         say "Demo self-test: FAIL ($failures check(s) failed)"
@@ -209,6 +226,10 @@ Try these:
 
   # A dependent call: stock is fetched with the sku from the product call's body.
   curl -s localhost:10000/api/products/42/summary | python3 -m json.tool
+
+  # The gateway's calls reach the services over HTTP/2 (h2c); their Envoy counts requests
+  # by protocol (your own curl requests to :10101-10104 are the HTTP/1.1 ones):
+  curl -s 'localhost:9902/stats?filter=downstream_rq_http'
 
   # Envoy's wasm stats (metrics a plugin defines itself are named wasmcustom.*), and the log:
   curl -s localhost:9901/stats | grep -i wasm

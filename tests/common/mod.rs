@@ -651,6 +651,8 @@ pub struct EnvoyBuilder {
     filter_config: String,
     with_filter: bool,
     clusters: Vec<(String, u16)>,
+    /// Fields added to a cluster's generated config, by cluster name (see `cluster_with`).
+    cluster_fields: Vec<(String, Value)>,
     default_upstream: Option<u16>,
     concurrency: usize,
     /// `Some(prefixes)`: the filter is disabled except on routes with these path prefixes.
@@ -664,6 +666,13 @@ impl EnvoyBuilder {
     pub fn cluster(mut self, name: &str, port: u16) -> Self {
         self.clusters.push((name.to_string(), port));
         self
+    }
+
+    /// A cluster as `cluster` makes it, with these fields added to (or replacing) its own, e.g.
+    /// `typed_extension_protocol_options` for HTTP/2 to the upstream.
+    pub fn cluster_with(mut self, name: &str, port: u16, fields: Value) -> Self {
+        self.cluster_fields.push((name.to_string(), fields));
+        self.cluster(name, port)
     }
 
     /// A cluster pointing at a loopback port where nothing listens (connections are refused).
@@ -806,7 +815,15 @@ impl EnvoyBuilder {
         let mut clusters: Vec<Value> = self
             .clusters
             .iter()
-            .map(|(name, port)| static_cluster(name, *port))
+            .map(|(name, port)| {
+                let mut cluster = static_cluster(name, *port);
+                for (_, fields) in self.cluster_fields.iter().filter(|(n, _)| n == name) {
+                    for (key, value) in fields.as_object().expect("cluster fields: an object") {
+                        cluster[key] = value.clone();
+                    }
+                }
+                cluster
+            })
             .collect();
         if let Some(port) = self.default_upstream {
             clusters.push(static_cluster("passthrough", port));
@@ -924,6 +941,7 @@ impl Envoy {
             filter_config: filter_config_json.to_string(),
             with_filter: true,
             clusters: Vec::new(),
+            cluster_fields: Vec::new(),
             default_upstream: None,
             concurrency: 1,
             filter_only_on: None,
