@@ -101,7 +101,7 @@ fn shaped(call: &Call, mut success: Success) -> Success {
 }
 
 /// What one chunk of a batch join (SPEC §3.5) concluded with, for each of its `keys` in order:
-/// the first element of the answer (after the call's own transforms: `extract` finds a wrapped
+/// the first object of the answer (after the call's own transforms: `extract` finds a wrapped
 /// array) whose `join.match` value equals the key (JSON equality, numbers by exact value);
 /// `status` 404 for a key no element answers, as the per-key request would have been answered;
 /// the chunk's failure for every key when it failed, or `invalid_body` when its answer is not an
@@ -132,8 +132,10 @@ pub fn chunk(
             )
         }
     };
+    // Only objects answer keys: a `match` of digits would otherwise index an array element.
     let matched: Vec<(&Value, &Value)> = elements
         .iter()
+        .filter(|element| element.is_object())
         .filter_map(|element| match batch.matches.find(element) {
             Found::One(key) => Some((key, element)),
             _ => None,
