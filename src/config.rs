@@ -53,6 +53,8 @@ pub const DEFAULT_META_KEY: &str = "_meta";
 pub const DEFAULT_FIELDS_PARAM: &str = "fields";
 /// `defaults.max_fan_out` when unset (SPEC §3.5).
 pub const DEFAULT_MAX_FAN_OUT: u64 = 32;
+/// A batch join's `max_batch` when unset (SPEC §3.5): most keys per request.
+pub const DEFAULT_MAX_BATCH: u64 = 100;
 /// `retries.backoff_ms` when unset (SPEC §6), in milliseconds.
 pub const DEFAULT_BACKOFF_MS: u64 = 25;
 /// `cache.max_entries` when unset (SPEC §6).
@@ -188,8 +190,10 @@ pub struct Defaults {
     pub forward_headers: Vec<String>,
     /// Upstream status lines and bodies in error bodies and `_meta` (debugging).
     pub expose_errors: bool,
-    /// Most items of a `for_each` call.
+    /// Most items of a `for_each` call, and most requests of a batch join.
     pub max_fan_out: u64,
+    /// Most keys in one request of a batch join.
+    pub max_batch: u64,
     /// `retries`, `hedge_after_ms`, `cache`, `circuit_breaker` of every call (SPEC §6).
     pub resilience: Resilience,
     /// How many successful calls are enough to answer (SPEC §6).
@@ -210,6 +214,7 @@ impl Default for Defaults {
                 .collect(),
             expose_errors: false,
             max_fan_out: DEFAULT_MAX_FAN_OUT,
+            max_batch: DEFAULT_MAX_BATCH,
             resilience: Resilience::default(),
             wait_for: WaitFor::All,
             max_inflight: None,
@@ -371,6 +376,8 @@ pub struct RouteConfig {
     pub expose_errors: Option<bool>,
     /// See [`Defaults::max_fan_out`].
     pub max_fan_out: Option<u64>,
+    /// See [`Defaults::max_batch`].
+    pub max_batch: Option<u64>,
     /// SPEC §6 options of the route's calls.
     pub resilience: Resilience,
     /// See [`Defaults::wait_for`].
@@ -490,10 +497,14 @@ pub struct CallConfig {
     pub body: Option<Value>,
     /// `calls.X.path[*].field`: one call per distinct value (SPEC §3.5).
     pub for_each: Option<String>,
-    /// See [`Defaults::max_fan_out`]; only with `for_each`.
+    /// See [`Defaults::max_fan_out`]; only with `for_each` or a batch join.
     pub max_fan_out: Option<u64>,
-    /// `join`; only with `for_each`.
+    /// `join`; with `for_each`, or with `join.match` for a batch join (SPEC §3.5).
     pub join: Option<JoinConfig>,
+    /// See [`Defaults::max_batch`]; only with a batch join (`join.match`).
+    pub max_batch: Option<u64>,
+    /// `when`: the call is made only if this holds (SPEC §3.6).
+    pub when: Option<ConditionConfig>,
     /// Allows retries and hedging (SPEC §6) of a method that is not idempotent.
     pub unsafe_repeat: bool,
     /// Per-call shaping (SPEC §5), applied in this order.
@@ -511,16 +522,42 @@ pub struct CallConfig {
 }
 
 /// A call's `join` (SPEC §3.5): `{"into": "posts.items", "on": "author", "as": "detail"}` puts
-/// each per-item result into the matching elements of an earlier call's array.
+/// each per-item result into the matching elements of an earlier call's array; with `"match":
+/// "id"` (a batch join) each element gets the element of the call's array answer whose `id`
+/// equals its `author`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinConfig {
-    /// `X.path.to.array`, X being the call `for_each` reads.
+    /// `X.path.to.array`, X being the call `for_each` reads (or whose keys a batch sends).
     pub into: String,
-    /// Dot path, inside each element, of the value to match against the item.
+    /// Dot path, inside each element, of the value to match against the item (or key).
     pub on: String,
+    /// `match`: dot path, inside each element of a batch answer, of the key it answers for.
+    /// Set only for a batch join.
+    pub matches: Option<String>,
     /// Key under which an element receives its item's result.
     pub key: String,
 }
+
+/// A call's `when` (SPEC §3.6), as written: an object with exactly one operator, operands
+/// checked for shape here and for meaning (sources, calls) when the plan is compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConditionConfig {
+    /// `{"present": "header.x-user-id"}`: the value exists and is not null or empty.
+    Present(String),
+    /// `{"equals": ["calls.product.kind", "physical"]}`: reference and a scalar literal.
+    Equals(String, Value),
+    /// `{"in": ["query.include", ["reviews", "all"]]}`: reference and one or more scalars.
+    In(String, Vec<Value>),
+    /// `{"all": [...]}`: every condition holds (one or more).
+    All(Vec<ConditionConfig>),
+    /// `{"any": [...]}`: some condition holds (one or more).
+    Any(Vec<ConditionConfig>),
+    /// `{"not": {...}}`: the condition does not hold.
+    Not(Box<ConditionConfig>),
+}
+
+/// The operators of `when`, in the order the error messages list them.
+const CONDITION_OPERATORS: [&str; 6] = ["present", "equals", "in", "all", "any", "not"];
 
 /// Parses the plugin configuration bytes (SPEC §2).
 ///
@@ -592,6 +629,7 @@ impl FromFields for Defaults {
                 .unwrap_or(builtin.forward_headers),
             expose_errors: fields.opt("expose_errors")?.unwrap_or(false),
             max_fan_out: fields.opt("max_fan_out")?.unwrap_or(builtin.max_fan_out),
+            max_batch: fields.opt("max_batch")?.unwrap_or(builtin.max_batch),
             resilience: Resilience::from_fields(fields)?,
             wait_for: fields.opt("wait_for")?.unwrap_or_default(),
             max_inflight: fields.opt("max_inflight")?,
@@ -667,6 +705,7 @@ impl FromFields for RouteConfig {
             forward_headers: fields.opt("forward_headers")?.unwrap_or_default(),
             expose_errors: fields.opt("expose_errors")?,
             max_fan_out: fields.opt("max_fan_out")?,
+            max_batch: fields.opt("max_batch")?,
             resilience: Resilience::from_fields(fields)?,
             wait_for: fields.opt("wait_for")?,
             max_inflight: fields.setting("max_inflight")?,
@@ -733,6 +772,8 @@ impl FromFields for CallConfig {
             for_each: fields.opt("for_each")?,
             max_fan_out: fields.opt("max_fan_out")?,
             join: fields.object("join")?,
+            max_batch: fields.opt("max_batch")?,
+            when: fields.object("when")?,
             unsafe_repeat: fields.opt("unsafe")?.unwrap_or(false),
             extract: fields.opt("extract")?,
             select: fields.opt("select")?.unwrap_or_default(),
@@ -749,9 +790,81 @@ impl FromFields for JoinConfig {
         Ok(JoinConfig {
             into: fields.req("into")?,
             on: fields.req("on")?,
+            matches: fields.opt("match")?,
             key: fields.req("as")?,
         })
     }
+}
+
+impl FromFields for ConditionConfig {
+    /// Exactly one operator; its operands' shape (arity, types) is checked here, the
+    /// references they name when the plan is compiled.
+    fn from_fields(fields: &mut Fields<'_>) -> Result<Self, ConfigError> {
+        let mut found = Vec::new();
+        if let Some(reference) = fields.opt::<String>("present")? {
+            found.push(ConditionConfig::Present(reference));
+        }
+        if let Some(operands) = fields.take("equals") {
+            let (reference, literal) = match operands.as_array().map(Vec::as_slice) {
+                Some([Value::String(reference), literal]) if is_scalar(literal) => {
+                    (reference.clone(), literal.clone())
+                }
+                _ => {
+                    return Err(fields.error(
+                        "equals",
+                        "must be [\"<source>.<name>\", <a string, number or boolean>]",
+                    ))
+                }
+            };
+            found.push(ConditionConfig::Equals(reference, literal));
+        }
+        if let Some(operands) = fields.take("in") {
+            let (reference, literals) = match operands.as_array().map(Vec::as_slice) {
+                Some([Value::String(reference), Value::Array(literals)])
+                    if !literals.is_empty() && literals.iter().all(is_scalar) =>
+                {
+                    (reference.clone(), literals.clone())
+                }
+                _ => return Err(fields.error(
+                    "in",
+                    "must be [\"<source>.<name>\", [<one or more strings, numbers or booleans>]]",
+                )),
+            };
+            found.push(ConditionConfig::In(reference, literals));
+        }
+        for (key, make) in [
+            ("all", ConditionConfig::All as fn(_) -> _),
+            ("any", ConditionConfig::Any),
+        ] {
+            if let Some(list) = fields.opt_list_of_objects(key)? {
+                if list.is_empty() {
+                    return Err(fields.error(key, "must list at least one condition"));
+                }
+                found.push(make(list));
+            }
+        }
+        if let Some(inner) = fields.object::<ConditionConfig>("not")? {
+            found.push(ConditionConfig::Not(Box::new(inner)));
+        }
+        if found.len() != 1 {
+            // After the unknown keys (`finish`): `{"presnt": …}` is a typo with a hint, not
+            // an object without an operator.
+            fields.defer(format!(
+                "must hold exactly one operator (one of: {}); combine several with all or any",
+                CONDITION_OPERATORS.join(", ")
+            ));
+        }
+        // A placeholder when the error is deferred: `finish` never lets it out.
+        Ok(found
+            .pop()
+            .unwrap_or_else(|| ConditionConfig::Present(String::new())))
+    }
+}
+
+/// A literal a condition may compare with: a string, number or boolean. `null` and absence
+/// are what `present` tests; objects and arrays have no equality worth a condition.
+fn is_scalar(value: &Value) -> bool {
+    matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_))
 }
 
 /// Reads the keys of one JSON object by name and reports the ones nobody asked for.
@@ -765,6 +878,9 @@ struct Fields<'a> {
     /// The first required key found absent, and why it is needed: reported by `finish`, after
     /// the unknown keys, so a misspelt required key shows as the typo it is, with its hint.
     missing: Option<(&'static str, String)>,
+    /// What is wrong with the object as a whole (`when` without exactly one operator):
+    /// reported by `finish` after the unknown keys, for the same reason.
+    problem: Option<String>,
 }
 
 impl<'a> Fields<'a> {
@@ -782,6 +898,7 @@ impl<'a> Fields<'a> {
                 path,
                 read: Vec::new(),
                 missing: None,
+                problem: None,
             }),
             _ if path.is_empty() => Err(place.error(None, format!("{what} must be a JSON object"))),
             _ => Err(place.error(Some(&path), "must be a JSON object")),
@@ -821,6 +938,13 @@ impl<'a> Fields<'a> {
             self.require(key, "is required");
             T::default()
         }))
+    }
+
+    /// An error about the object itself, reported by `finish` after its unknown keys.
+    fn defer(&mut self, why: String) {
+        if self.problem.is_none() {
+            self.problem = Some(why);
+        }
     }
 
     fn require(&mut self, key: &'static str, why: &str) {
@@ -894,8 +1018,16 @@ impl<'a> Fields<'a> {
 
     /// A list of JSON objects (absent: empty), each read key by key at `key[index]`.
     fn list_of_objects<T: FromFields>(&mut self, key: &'static str) -> Result<Vec<T>, ConfigError> {
+        Ok(self.opt_list_of_objects(key)?.unwrap_or_default())
+    }
+
+    /// [`Fields::list_of_objects`], telling an absent key from an empty list.
+    fn opt_list_of_objects<T: FromFields>(
+        &mut self,
+        key: &'static str,
+    ) -> Result<Option<Vec<T>>, ConfigError> {
         let Some(items) = self.opt::<Vec<Value>>(key)? else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         if items.iter().any(|item| !item.is_object()) {
             return Err(self.error(key, "must be a list of JSON objects"));
@@ -905,7 +1037,8 @@ impl<'a> Fields<'a> {
             .iter()
             .enumerate()
             .map(|(index, item)| read_object(item, self.place, format!("{path}[{index}]"), ""))
-            .collect()
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     /// An object of string values (`{"name": "value"}`), in the order written.
@@ -941,9 +1074,10 @@ impl<'a> Fields<'a> {
             .keys()
             .find(|k| !self.read.contains(&k.as_str()));
         let Some(unknown) = unknown else {
-            return match &self.missing {
-                Some((key, why)) => Err(self.error(key, why.as_str())),
-                None => Ok(()),
+            return match (&self.missing, &self.problem) {
+                (Some((key, why)), _) => Err(self.error(key, why.as_str())),
+                (None, Some(why)) => Err(self.place.error(Some(&self.path), why.as_str())),
+                (None, None) => Ok(()),
             };
         };
         let hint = closest(unknown, &self.read)
@@ -973,8 +1107,8 @@ fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
     })
 }
 
-/// The known key a typo most likely meant, if any is close enough.
-fn closest<'k>(typo: &str, known: &[&'k str]) -> Option<&'k str> {
+/// The known key (or name) a typo most likely meant, if any is close enough.
+pub(crate) fn closest<'k>(typo: &str, known: &[&'k str]) -> Option<&'k str> {
     known
         .iter()
         .map(|k| (edit_distance(typo, k), *k))
@@ -1102,7 +1236,7 @@ mod tests {
             ),
             (
                 with_keys("", r#","join":{"into":"a.b","on":"id","as":"x","onn":1}"#),
-                r#"route "page" call "c" key "join.onn": unknown key (did you mean "on"?); known keys here: into, on, as"#,
+                r#"route "page" call "c" key "join.onn": unknown key (did you mean "on"?); known keys here: into, on, match, as"#,
             ),
             (
                 with_keys(

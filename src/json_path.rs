@@ -46,6 +46,12 @@ impl JsonPath {
         &self.text
     }
 
+    /// Whether both paths lead to the same place, however they were written (`items.0` and
+    /// `items[0]`).
+    pub fn same_path(&self, other: &JsonPath) -> bool {
+        self.segments == other.segments
+    }
+
     pub fn has_wildcard(&self) -> bool {
         self.segments.contains(&Segment::Every)
     }

@@ -64,6 +64,8 @@ struct CallStats {
     /// One counter per [`Reason`], indexed by [`Reason::index`].
     failures: Vec<Slot>,
     fallback: Slot,
+    /// Skipped by `when` (SPEC §3.6).
+    skipped: Slot,
     stale: Slot,
     cache_hits: Slot,
     attempts: Slot,
@@ -126,6 +128,7 @@ impl Stats {
                         .map(|reason| counter(format!("{call_base}.failure.{}", reason.as_str())))
                         .collect::<Result<_, _>>()?,
                     fallback: counter(format!("{call_base}.fallback"))?,
+                    skipped: counter(format!("{call_base}.skipped"))?,
                     stale: counter(format!("{call_base}.stale"))?,
                     cache_hits: counter(format!("{call_base}.cache_hit"))?,
                     attempts: counter(format!("{call_base}.attempts"))?,
@@ -162,7 +165,7 @@ impl Stats {
 
     /// Counts one answered request: the route's request and status class (2xx complete or
     /// partial, 4xx, 5xx), its latency, and per call each result (a success, or one failure
-    /// per reason: a stale answer counts the failure it stood in for), fallbacks, stale answers,
+    /// per reason: a stale answer counts the failure it stood in for), skipped calls, fallbacks, stale answers,
     /// cache hits, attempts, retries, hedges and the call's latency; and the circuits it opened.
     pub fn record(&self, answered: &Answered<'_>, backend: &dyn MetricsBackend) {
         let Some(stats) = self.routes.get(answered.route) else {
@@ -192,6 +195,9 @@ impl Stats {
             }
             if call.fallback {
                 self.count(stats.fallback, 1);
+            }
+            if call.skipped {
+                self.count(stats.skipped, 1);
             }
             if call.stale {
                 self.count(stats.stale, 1);
@@ -411,5 +417,45 @@ mod tests {
             3,
             "a flush sends each increment once"
         );
+    }
+
+    #[test]
+    fn a_skipped_call_counts_as_skipped_and_nothing_else() {
+        let fake = Fake::default();
+        let stats = Stats::define(&plan(), &fake).unwrap();
+        let summary = Summary {
+            calls: vec![
+                CallSummary {
+                    fetched: true,
+                    finished: true,
+                    results: vec![None],
+                    ..CallSummary::default()
+                },
+                CallSummary {
+                    fetched: true,
+                    skipped: true,
+                    ..CallSummary::default()
+                },
+            ],
+            opened_circuits: Vec::new(),
+        };
+        let answered = Answered {
+            route: 0,
+            status: 200,
+            complete: true,
+            latency: Duration::from_millis(1),
+            summary: Some(&summary),
+        };
+        stats.record(&answered, &fake);
+        stats.flush(&fake);
+        assert_eq!(fake.counter("route.page.call.b.skipped"), 1);
+        assert_eq!(fake.counter("route.page.call.a.skipped"), 0);
+        assert_eq!(fake.counter("route.page.call.b.success"), 0);
+        assert_eq!(fake.counter("route.page.call.b.attempts"), 0);
+        assert_eq!(fake.counter("route.page.complete"), 1);
+        assert!(!fake
+            .samples
+            .borrow()
+            .contains_key(&format!("{PREFIX}.route.page.call.b.latency_ms")));
     }
 }

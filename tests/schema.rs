@@ -317,6 +317,14 @@ fn schema_and_filter_know_the_same_keys_at_every_level() {
             "/$defs/call/properties/join/properties",
         ),
         (
+            "when",
+            variant(&[(
+                "/routes/0/calls/1/when",
+                json!({"present": "query.x", "zz": 1}),
+            )]),
+            "/$defs/condition/properties",
+        ),
+        (
             "response.headers_from[]",
             variant(&[(
                 "/routes/0/response",
@@ -1176,6 +1184,133 @@ fn wrong_configurations() -> Vec<(&'static str, Value)> {
             "extract with [*]",
             variant(&[("/routes/0/calls/0/extract", json!("items[*]"))]),
         ),
+        // Conditional calls (SPEC §3.6).
+        (
+            "an unknown operator in when",
+            variant(&[("/routes/0/calls/1/when", json!({"presnt": "query.x"}))]),
+        ),
+        (
+            "when with two operators",
+            variant(&[(
+                "/routes/0/calls/1/when",
+                json!({"present": "query.x", "equals": ["query.y", "1"]}),
+            )]),
+        ),
+        (
+            "an empty when",
+            variant(&[("/routes/0/calls/1/when", json!({}))]),
+        ),
+        (
+            "when is a list",
+            variant(&[("/routes/0/calls/1/when", json!([{"present": "query.x"}]))]),
+        ),
+        (
+            "equals with one operand",
+            variant(&[("/routes/0/calls/1/when", json!({"equals": ["query.x"]}))]),
+        ),
+        (
+            "equals with three operands",
+            variant(&[(
+                "/routes/0/calls/1/when",
+                json!({"equals": ["query.x", "a", "b"]}),
+            )]),
+        ),
+        (
+            "equals null",
+            variant(&[(
+                "/routes/0/calls/1/when",
+                json!({"equals": ["query.x", null]}),
+            )]),
+        ),
+        (
+            "equals an object",
+            variant(&[(
+                "/routes/0/calls/1/when",
+                json!({"equals": ["calls.product.x", {"a": 1}]}),
+            )]),
+        ),
+        (
+            "in an empty list",
+            variant(&[("/routes/0/calls/1/when", json!({"in": ["query.x", []]}))]),
+        ),
+        (
+            "in a string",
+            variant(&[("/routes/0/calls/1/when", json!({"in": ["query.x", "a"]}))]),
+        ),
+        (
+            "all of nothing",
+            variant(&[("/routes/0/calls/1/when", json!({"all": []}))]),
+        ),
+        (
+            "not of a list",
+            variant(&[(
+                "/routes/0/calls/1/when",
+                json!({"not": [{"present": "query.x"}]}),
+            )]),
+        ),
+        (
+            "a nested unknown operator",
+            variant(&[(
+                "/routes/0/calls/1/when",
+                json!({"any": [{"present": "query.x"}, {"not": {"exists": "query.y"}}]}),
+            )]),
+        ),
+        (
+            "a condition reference in braces",
+            variant(&[("/routes/0/calls/1/when", json!({"present": "{query.x}"}))]),
+        ),
+        (
+            "a condition reference with a default",
+            variant(&[("/routes/0/calls/1/when", json!({"present": "query.x|1"}))]),
+        ),
+        (
+            "a condition reading item",
+            variant(&[(
+                "/routes/0/calls/1",
+                for_each_call(json!({"when": {"present": "item"}})),
+            )]),
+        ),
+        (
+            "a condition reference with an unknown source",
+            variant(&[("/routes/0/calls/1/when", json!({"present": "heade.x"}))]),
+        ),
+        // Batch joins (SPEC §3.5).
+        (
+            "max_batch on a call without a batch join",
+            variant(&[("/routes/0/calls/1/max_batch", json!(10))]),
+        ),
+        ("max_batch 0", variant(&[("/routes/0/max_batch", json!(0))])),
+        (
+            "max_batch 1001",
+            variant(&[("/defaults", json!({"max_batch": 1001}))]),
+        ),
+        (
+            "a batch join with for_each",
+            variant(&[(
+                "/routes/0/calls/1",
+                for_each_call(
+                    json!({"join": {"into": "product.items", "on": "author", "match": "id", "as": "detail"}}),
+                ),
+            )]),
+        ),
+        (
+            "a batch join of text answers",
+            variant(&[(
+                "/routes/0/calls/1",
+                json!({"name": "authors", "cluster": "users", "format": "text",
+                       "path": "/users?ids={calls.product.items[*].author}",
+                       "join": {"into": "product.items", "on": "author", "match": "id", "as": "detail"}}),
+            )]),
+        ),
+        (
+            "join.match with [*]",
+            variant(&[(
+                "/routes/0/calls/1",
+                json!({"name": "authors", "cluster": "users",
+                       "path": "/users?ids={calls.product.items[*].author}",
+                       "join": {"into": "product.items", "on": "author", "match": "items[*].id", "as": "detail"}}),
+            )]),
+        ),
     ];
     let mut no_calls = minimal();
     remove(&mut no_calls, "/routes/0/calls");
@@ -1345,6 +1480,37 @@ fn edge_configurations() -> Vec<(&'static str, Value)> {
                         "max_fan_out": 7,
                         "join": {"into": "product.items", "on": "author", "as": "author_detail"}
                     })),
+                ),
+            ]),
+        ),
+        (
+            "when with every operator",
+            variant(&[
+                (
+                    "/routes/0/calls/1/when",
+                    json!({"all": [
+                        {"present": "header.X-User-Id"},
+                        {"equals": ["calls.product.kind", "physical"]},
+                        {"equals": ["query.page", 2]},
+                        {"equals": ["calls.product.id", 123_456_789_012_345_678_u64]},
+                        {"in": ["query.include", ["reviews", "all", true, 1.5]]},
+                        {"any": [{"not": {"present": "request.body.coupon"}}, {"present": "path.id"}]}
+                    ]}),
+                ),
+                ("/routes/0/match/methods", json!(["POST"])),
+            ]),
+        ),
+        (
+            "a batch join with max_batch at every level, keys in a POST body, an extract",
+            variant(&[
+                ("/defaults", json!({"max_batch": 1, "max_fan_out": 5})),
+                ("/routes/0/max_batch", json!(1000)),
+                (
+                    "/routes/0/calls/1",
+                    json!({"name": "authors", "cluster": "users", "method": "POST",
+                           "path": "/users/batch", "body": {"ids": "{calls.product.items[*].author}"},
+                           "extract": "data", "max_batch": 50, "max_fan_out": 10,
+                           "join": {"into": "product.items", "on": "author", "match": "user.id", "as": "detail"}}),
                 ),
             ]),
         ),

@@ -1,5 +1,6 @@
 //! Any upstream body through every handling path: validation and splicing, parsing for later
-//! calls, per-call shaping, the merge and concat layouts, derived fields and joins. The
+//! calls, per-call shaping, the merge and concat layouts, derived fields, joins (per item and
+//! batch) and conditions. The
 //! answer is always valid JSON with unique keys at every level (SPEC §4).
 #![no_main]
 
@@ -13,7 +14,7 @@ use gateway_aggregator::resilience::MemoryStore;
 use libfuzzer_sys::fuzz_target;
 use std::rc::Rc;
 
-const CONFIGS: [&str; 4] = [
+const CONFIGS: [&str; 5] = [
     r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[
       {"name":"a","cluster":"c","path":"/a"},
       {"name":"b","cluster":"c","path":"/b/{calls.a.id|x}","format":"text"}]}]}"#,
@@ -26,6 +27,12 @@ const CONFIGS: [&str; 4] = [
       {"name":"a","cluster":"c","path":"/a"},
       {"name":"b","cluster":"c","path":"/u/{item}","for_each":"calls.a.items[*].id","max_fan_out":4,
        "join":{"into":"a.items","on":"id","as":"detail"},"fallback":{}}]}]}"#,
+    // A batch join (its chunks' answers matched by key) behind a condition on the same body.
+    r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[
+      {"name":"a","cluster":"c","path":"/a"},
+      {"name":"b","cluster":"c","path":"/u?ids={calls.a.items[*].id}","max_batch":2,"max_fan_out":4,
+       "join":{"into":"a.items","on":"id","match":"id","as":"detail"},"fallback":{},
+       "when":{"not":{"equals":["calls.a.skip",true]}}}]}]}"#,
 ];
 
 thread_local! {

@@ -32,6 +32,17 @@ pub fn route(config: &str) -> Rc<Route> {
 
 /// A request on `route` with one path capture, a query and a body, read as the host reads it.
 pub fn request(route: &Route, capture: &str, query: &str, body: Option<&str>) -> ClientRequest {
+    request_with_headers(route, capture, query, &[], body)
+}
+
+/// [`request`] with these client headers too (lowercase names).
+pub fn request_with_headers(
+    route: &Route,
+    capture: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> ClientRequest {
     ClientRequest {
         captures: vec![Capture::Segment(capture.into())],
         query: query.to_string(),
@@ -41,7 +52,10 @@ pub fn request(route: &Route, capture: &str, query: &str, body: Option<&str>) ->
             .map(|h| match h.as_str() {
                 "x-request-id" => Some("req-1".to_string()),
                 "content-type" => body.map(|_| "application/json".to_string()),
-                _ => None,
+                other => headers
+                    .iter()
+                    .find(|(name, _)| *name == other)
+                    .map(|(_, value)| value.to_string()),
             })
             .collect(),
         body: body.map(|b| b.as_bytes().to_vec()),

@@ -3,8 +3,11 @@
 //! result means for the request.
 
 use super::Event;
+use crate::json_number;
+use crate::json_path::Found;
 use crate::outcome::{judge_answer, Failure, Reason, Success};
-use crate::plan::Call;
+use crate::plan::{Batch, Call};
+use serde_json::Value;
 use std::time::Duration;
 
 /// A reset this close to an attempt's timeout is the timeout: Envoy arms its timers from the
@@ -95,4 +98,70 @@ fn shaped(call: &Call, mut success: Success) -> Success {
         success.json = json;
     }
     success
+}
+
+/// What one chunk of a batch join (SPEC §3.5) concluded with, for each of its `keys` in order:
+/// the first object of the answer (after the call's own transforms: `extract` finds a wrapped
+/// array) whose `join.match` value equals the key (JSON equality, numbers by exact value);
+/// `status` 404 for a key no element answers, as the per-key request would have been answered;
+/// the chunk's failure for every key when it failed, or `invalid_body` when its answer is not an
+/// array. Each key's result keeps the chunk's cache facts (fresh hit, stale age).
+pub fn chunk(
+    call: &Call,
+    batch: &Batch,
+    keys: &[&Value],
+    result: Result<Success, Failure>,
+) -> Vec<Result<Success, Failure>> {
+    let fail_all = |failure: Failure| keys.iter().map(|_| Err(failure.clone())).collect();
+    let mut success = match result {
+        Ok(success) => success,
+        Err(failure) => return fail_all(failure),
+    };
+    // The answer as the client would see it: the parsed upstream body when nothing reshapes it,
+    // else the reshaped bytes (the parsed value stays the upstream's, for templates).
+    let answer = match (call.shape.is_none(), success.value.take()) {
+        (true, Some(value)) => Ok(value),
+        _ => json_number::parse(&success.json),
+    };
+    let elements = match answer {
+        Ok(Value::Array(elements)) => elements,
+        _ => {
+            return fail_all(
+                Failure::new(Reason::InvalidBody)
+                    .with_detail("a batch answer must be a JSON array of objects"),
+            )
+        }
+    };
+    // Only objects answer keys: a `match` of digits would otherwise index an array element.
+    let matched: Vec<(&Value, &Value)> = elements
+        .iter()
+        .filter(|element| element.is_object())
+        .filter_map(|element| match batch.matches.find(element) {
+            Found::One(key) => Some((key, element)),
+            _ => None,
+        })
+        .collect();
+    keys.iter()
+        .map(|key| {
+            let found = matched
+                .iter()
+                .find(|(answered, _)| json_number::same_value(answered, key));
+            match found {
+                Some((_, element)) => Ok(Success {
+                    json: serde_json::to_vec(element).unwrap_or_default(),
+                    value: call.body_needed.then(|| (*element).clone()),
+                    headers: Vec::new(),
+                    cached: success.cached,
+                    stale_age_ms: success.stale_age_ms,
+                    failure_replaced: success.failure_replaced,
+                }),
+                None => {
+                    let mut failure =
+                        Failure::new(Reason::Status).with_detail("key not in the batch answer");
+                    failure.status = Some(404);
+                    Err(failure)
+                }
+            }
+        })
+        .collect()
 }

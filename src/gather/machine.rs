@@ -3,18 +3,26 @@
 //! # Theory of operation
 //!
 //! An aggregation answers one client request from the calls of its route (SPEC §2.3). Each
-//! call is *not fetched* (`?fields=` left it out), *waiting* for its dependencies, *running*,
-//! or *done*. A running call has *requests*: one for a plain call, one per distinct item of a
-//! `for_each` call (SPEC §3.5). A request sends *attempts*: its first, retries after a failure
-//! (after a backoff), and at most one hedge while its first is slow (SPEC §6). The first
-//! successful attempt concludes the request; when every attempt it may send has failed, its
-//! last failure does (a stale cache entry may stand in). When all of a call's requests are
-//! concluded, the call is done.
+//! call is *not fetched* (`?fields=` left it out), *waiting* for its dependencies, *skipped*,
+//! *running*, or *done*. When its dependencies have settled, a waiting call is *admitted*
+//! (SPEC §3.2, §3.6): it is skipped if a call it depends on was skipped, fails with
+//! `dependency_failed` if one failed without a fallback, and is skipped if its `when` does not
+//! hold — a skipped call is never dispatched, shows nowhere in the body, and is neither a
+//! success nor a failure. An admitted call runs. A running call has *requests*: one for a plain
+//! call, one per distinct item of a `for_each` call, one per *chunk* of at most `max_batch`
+//! distinct keys of a batch join (SPEC §3.5). A request sends *attempts*: its first, retries
+//! after a failure (after a backoff), and at most one hedge while its first is slow (SPEC §6).
+//! The first successful attempt concludes the request; when every attempt it may send has
+//! failed, its last failure does (a stale cache entry may stand in). A concluded chunk gives
+//! each of its keys a result: the element of its answer that matches the key, `status` 404 when
+//! none does, or the chunk's failure. When all of a call's requests are concluded, the call is
+//! done.
 //!
 //! ```text
 //!  call:     NotFetched (never changes)
-//!            Waiting ──dependencies settled──► Running ──requests concluded──► Done
-//!               └──────cannot be rendered (missing input, failed dependency)─────┘
+//!            Waiting ──dependencies settled, admitted──► Running ──requests concluded──► Done
+//!               │  └───────cannot be rendered (missing input, failed dependency)───────┘
+//!               └──a dependency skipped, or `when` false──► Skipped (never changes)
 //!
 //!  request:  InFlight{open: 0} ──attempt──► InFlight{open: n} ──success──────────► Done
 //!              │  (a fresh cache entry)          │    │  └─failure, an attempt still out─┐
@@ -39,15 +47,16 @@
 use super::inputs::ClientInputs;
 use super::judge;
 use super::output;
+use super::prepare::Admission;
 use super::selection::{self, Selection};
 use super::state::{
-    Attempt, CallState, Fanned, Hedge, ItemState, Outcome, Prepared, Request, RequestState,
+    Attempt, CallState, Fanned, Hedge, ItemState, Outcome, Prepared, Request, RequestState, Serves,
     StaleEntry,
 };
 use super::{Action, AttemptId, ClientRequest, Dispatch, Event, Gather, ItemId, RequestId};
 use crate::config::WaitFor;
 use crate::outcome::{Failure, Reason, Success};
-use crate::plan::{Call, CallId, FanOut, Route};
+use crate::plan::{Batch, Call, CallId, FanOut, Route};
 use crate::render::{self, Shape};
 use crate::resilience::breaker::Gate;
 use crate::resilience::cache::Lookup;
@@ -243,9 +252,9 @@ impl Gather {
     // ---------------------------------------------------------------------------------------
     // Calls
 
-    /// Starts every waiting call whose dependencies have settled (a call that cannot be
-    /// rendered fails at once), and answers when nothing is left to wait for or `wait_for` is
-    /// met.
+    /// Starts every waiting call whose dependencies have settled and that is admitted (a call
+    /// that cannot be rendered fails at once, one whose condition fails is skipped), and
+    /// answers when nothing is left to wait for or `wait_for` is met.
     pub(super) fn advance(&mut self, now: Instant, store: &dyn Store) -> Step {
         let route = Rc::clone(&self.route);
         for &id in &route.order {
@@ -265,9 +274,22 @@ impl Gather {
             if !ready {
                 continue;
             }
-            match &call.fan_out {
-                None => self.start_call(id, call, now, store)?,
-                Some(fan_out) => self.start_fan_out(id, call, fan_out, now, store)?,
+            match self.admit(call) {
+                Admission::Skip(why) => {
+                    log::debug!("route {}: call {} skipped: {why}", route.name, call.name);
+                    *self.call_state_mut(id)? = CallState::Skipped;
+                    continue;
+                }
+                Admission::Fail(failure) => {
+                    self.finish_call(id, Outcome::Failed(failure), None, 0)?;
+                    continue;
+                }
+                Admission::Run => {}
+            }
+            match (&call.fan_out, &call.batch) {
+                (Some(fan_out), _) => self.start_fan_out(id, call, fan_out, now, store)?,
+                (None, Some(batch)) => self.start_batch(id, call, batch, now, store)?,
+                (None, None) => self.start_call(id, call, now, store)?,
             }
         }
         if self.outbox.answered() {
@@ -292,7 +314,7 @@ impl Gather {
             started: now,
             items: None,
         };
-        self.begin_request(id, None, prepared, now, store)
+        self.begin_request(id, Serves::Call, prepared, now, store)
     }
 
     /// A `for_each` call: one request per distinct item. Items whose templates cannot be
@@ -305,10 +327,15 @@ impl Gather {
         now: Instant,
         store: &dyn Store,
     ) -> Step {
-        let values = match self
-            .check_dependencies(call)
-            .and_then(|()| self.items(fan_out))
-        {
+        let values = match self.items("for_each", fan_out.source, &fan_out.path) {
+            Ok(values) if values.len() > fan_out.max_items => {
+                let failure = Failure::new(Reason::TooManyItems).with_detail(format!(
+                    "{} items, max_fan_out is {}",
+                    values.len(),
+                    fan_out.max_items
+                ));
+                return self.finish_call(id, Outcome::Failed(failure), None, 0);
+            }
             Ok(values) => values,
             Err(failure) => return self.finish_call(id, Outcome::Failed(failure), None, 0),
         };
@@ -329,6 +356,82 @@ impl Gather {
             call.name,
             items.len()
         );
+        let requests = prepared
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, prepared)| Some((Serves::Item(ItemId(index)), prepared?)))
+            .collect();
+        self.run_items(id, call, items, requests, now, store)
+    }
+
+    /// A batch join (SPEC §3.5): the distinct keys, `max_batch` at a time, one request per
+    /// chunk, all at once; at most `max_fan_out` chunks. A chunk whose templates cannot be
+    /// rendered fails its keys at once.
+    fn start_batch(
+        &mut self,
+        id: CallId,
+        call: &Call,
+        batch: &Batch,
+        now: Instant,
+        store: &dyn Store,
+    ) -> Step {
+        let values = match self.items("join", batch.source, &batch.keys) {
+            Ok(values) => values,
+            Err(failure) => return self.finish_call(id, Outcome::Failed(failure), None, 0),
+        };
+        let ids: Vec<ItemId> = (0..values.len()).map(ItemId).collect();
+        let chunks: Vec<&[ItemId]> = ids.chunks(batch.max_keys.max(1)).collect();
+        if chunks.len() > batch.max_requests {
+            let failure = Failure::new(Reason::TooManyItems).with_detail(format!(
+                "{} keys need {} requests of at most max_batch {}, max_fan_out is {}",
+                values.len(),
+                chunks.len(),
+                batch.max_keys,
+                batch.max_requests
+            ));
+            return self.finish_call(id, Outcome::Failed(failure), None, 0);
+        }
+        let mut items = ItemState::all(values);
+        let mut requests = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let keys = Value::Array(
+                chunk
+                    .iter()
+                    .filter_map(|item| items.get(item.0).map(|i| i.value.clone()))
+                    .collect(),
+            );
+            match self.prepare(call, Some(&keys)) {
+                Ok(prepared) => requests.push((Serves::Chunk(chunk.to_vec()), prepared)),
+                Err(failure) => {
+                    for item in chunk {
+                        if let Some(item) = items.get_mut(item.0) {
+                            item.result = Some(Err(failure.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        log::debug!(
+            "route {}: {} sends {} keys in {} requests",
+            self.route.name,
+            call.name,
+            items.len(),
+            requests.len()
+        );
+        self.run_items(id, call, items, requests, now, store)
+    }
+
+    /// Runs the requests of a call made of items (`for_each` items or batch keys); done at
+    /// once when every item already has its result (none, or none could be rendered).
+    fn run_items(
+        &mut self,
+        id: CallId,
+        call: &Call,
+        items: Vec<ItemState>,
+        requests: Vec<(Serves, Prepared)>,
+        now: Instant,
+        store: &dyn Store,
+    ) -> Step {
         if items.iter().all(|i| i.result.is_some()) {
             let outcome = self.fanned(call, items);
             return self.finish_call(id, outcome, None, 0);
@@ -337,13 +440,11 @@ impl Gather {
             started: now,
             items: Some(items),
         };
-        for (index, prepared) in prepared.into_iter().enumerate() {
+        for (serves, prepared) in requests {
             if self.outbox.answered() {
                 break;
             }
-            if let Some(prepared) = prepared {
-                self.begin_request(id, Some(ItemId(index)), prepared, now, store)?;
-            }
+            self.begin_request(id, serves, prepared, now, store)?;
         }
         Ok(())
     }
@@ -398,13 +499,13 @@ impl Gather {
         Ok(())
     }
 
-    /// One item's request concluded; the call is done with its last item, or with its first
-    /// failed item when it is required.
-    fn finish_item(
+    /// Items' requests concluded (one `for_each` item, or the keys of one batch chunk, with
+    /// the attempts counted on the first); the call is done with its last item, or with its
+    /// first failed item when it is required.
+    fn finish_items(
         &mut self,
         id: CallId,
-        item: ItemId,
-        result: Result<Success, Failure>,
+        results: Vec<(ItemId, Result<Success, Failure>)>,
         attempts: u32,
         now: Instant,
     ) -> Step {
@@ -418,12 +519,14 @@ impl Gather {
             return Err(Broken("an item finished for a call not running items"));
         };
         let started = *started;
-        let failed = result.is_err();
-        let slot = items
-            .get_mut(item.0)
-            .ok_or(Broken("an item of no item list"))?;
-        slot.result = Some(result);
-        slot.attempts = attempts;
+        let failed = results.iter().any(|(_, result)| result.is_err());
+        for (n, (item, result)) in results.into_iter().enumerate() {
+            let slot = items
+                .get_mut(item.0)
+                .ok_or(Broken("an item of no item list"))?;
+            slot.result = Some(result);
+            slot.attempts = if n == 0 { attempts } else { 0 };
+        }
         if !(failed && call.required) && items.iter().any(|i| i.result.is_none()) {
             return Ok(());
         }
@@ -438,7 +541,8 @@ impl Gather {
         )
     }
 
-    /// A finished `for_each` call; its items as one array if later calls read it.
+    /// A finished `for_each` call or batch join; its items as one array if later calls read
+    /// it.
     fn fanned(&self, call: &Call, items: Vec<ItemState>) -> Outcome {
         let value = call.body_needed.then(|| {
             let fallback = call.fallback.as_ref().map(|f| &f.value);
@@ -456,13 +560,11 @@ impl Gather {
     }
 
     /// `wait_for` other than `all` (SPEC §6): enough calls succeeded, the required ones among
-    /// them.
+    /// them. Skipped calls count neither way (SPEC §3.6): `quorum` is a majority of the calls
+    /// fetched and not skipped, a count is capped at their number, and a skipped required call
+    /// is not waited for.
     fn waited_enough(&self) -> bool {
-        let fetched = self
-            .calls
-            .iter()
-            .filter(|s| !matches!(s, CallState::NotFetched))
-            .count();
+        let fetched = self.calls.iter().filter(|s| s.counts()).count();
         let needed = match self.route.wait_for {
             WaitFor::All => return false,
             WaitFor::Any => 1,
@@ -474,9 +576,7 @@ impl Gather {
             .calls
             .iter()
             .zip(&self.calls)
-            .all(|(call, state)| {
-                !call.required || matches!(state, CallState::NotFetched) || state.succeeded()
-            });
+            .all(|(call, state)| !call.required || !state.counts() || state.succeeded());
         let succeeded = self.calls.iter().filter(|s| s.succeeded()).count();
         required_done && succeeded >= needed
     }
@@ -489,7 +589,7 @@ impl Gather {
     fn begin_request(
         &mut self,
         call_id: CallId,
-        item: Option<ItemId>,
+        serves: Serves,
         prepared: Prepared,
         now: Instant,
         store: &dyn Store,
@@ -503,7 +603,7 @@ impl Gather {
         let id = RequestId(self.requests.len());
         self.requests.push(Request {
             call: call_id,
-            item,
+            serves,
             prepared,
             started: now,
             stale: None,
@@ -639,9 +739,9 @@ impl Gather {
         let route = Rc::clone(&self.route);
         let request = self.request_mut(id)?;
         request.state = RequestState::Done;
-        let (call_id, item, attempts, stale) = (
+        let (call_id, serves, attempts, stale) = (
             request.call,
-            request.item,
+            request.serves.clone(),
             request.attempts,
             request.stale.take(),
         );
@@ -671,15 +771,37 @@ impl Gather {
         // A fresh cache hit took no time; a call never sent has no duration.
         let duration =
             duration.or(Some(Duration::ZERO).filter(|_| result.as_ref().is_ok_and(|s| s.cached)));
-        match item {
-            None => {
+        match serves {
+            Serves::Call => {
                 let outcome = match result {
                     Ok(success) => Outcome::Succeeded(success),
                     Err(failure) => Outcome::Failed(failure),
                 };
                 self.finish_call(call_id, outcome, duration, attempts)
             }
-            Some(item) => self.finish_item(call_id, item, result, attempts, now),
+            Serves::Item(item) => self.finish_items(call_id, vec![(item, result)], attempts, now),
+            Serves::Chunk(chunk) => {
+                let batch = call
+                    .batch
+                    .as_ref()
+                    .ok_or(Broken("a chunk of a call without batch"))?;
+                let keys: Vec<&Value> = match self.call_state(call_id)? {
+                    CallState::Running {
+                        items: Some(items), ..
+                    } => chunk
+                        .iter()
+                        .filter_map(|item| items.get(item.0).map(|i| &i.value))
+                        .collect(),
+                    _ => return Err(Broken("a chunk of a call not running items")),
+                };
+                let results = judge::chunk(call, batch, &keys, result);
+                self.finish_items(
+                    call_id,
+                    chunk.into_iter().zip(results).collect(),
+                    attempts,
+                    now,
+                )
+            }
         }
     }
 

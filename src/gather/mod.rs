@@ -222,3 +222,7 @@ impl Gather {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_batch;
+#[cfg(test)]
+mod tests_when;

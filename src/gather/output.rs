@@ -1,5 +1,6 @@
 //! What the client sees of each call: its bytes under its key (spliced as received when
-//! possible), its status for `_meta`, and `join` results merged into their target call.
+//! possible), its status for `_meta`, and `join` results (per item, or per key of a batch)
+//! merged into their target call.
 
 use super::selection::Selection;
 use super::state::{CallState, Fanned, Outcome};
@@ -58,6 +59,8 @@ fn status<'a>(call: &Call, state: &'a CallState) -> (CallStatus<'a>, bool) {
     let has_fallback = call.fallback.is_some();
     match state {
         CallState::NotFetched => (CallStatus::NotFetched, false),
+        // Absent, and its fallback does not stand in (SPEC §3.6).
+        CallState::Skipped => (CallStatus::Skipped, false),
         CallState::Waiting | CallState::Running { .. } => (CallStatus::Unfinished, false),
         CallState::Done { outcome, .. } => match outcome {
             Outcome::Succeeded(_) => (CallStatus::Succeeded, false),
@@ -125,7 +128,8 @@ fn output<'a>(route: &'a Route, states: &'a [CallState], id: CallId) -> Option<C
     }
 }
 
-/// The finished `for_each` calls that join into `target`, in configuration order.
+/// The finished `for_each` calls and batch joins that join into `target`, in configuration
+/// order. A skipped one joins nothing: the target's elements keep what the upstream sent.
 fn joins_into<'a>(
     route: &'a Route,
     states: &'a [CallState],

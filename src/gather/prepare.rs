@@ -1,19 +1,58 @@
-//! Rendering a call's request from the templates, or saying why it cannot be made.
+//! Admitting a call whose dependencies have settled (SPEC §3.2, §3.6), rendering its requests
+//! from the templates, or saying why they cannot be made.
 
 use super::inputs::TemplateInputs;
-use super::state::Prepared;
+use super::state::{CallState, Prepared};
 use super::{Gather, UpstreamRequest};
 use crate::json_number::same_value;
+use crate::json_path::{Found, JsonPath};
 use crate::outcome::{Failure, Reason};
 use crate::plan::body::{BodyTemplate, RenderedBody};
 use crate::plan::template::{Inputs, RenderError, Target};
-use crate::plan::{Call, CallId, FanOut};
+use crate::plan::{Call, CallId};
 use crate::resilience::cache;
 use serde_json::Value;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// Whether a call whose dependencies have settled runs.
+#[derive(Debug)]
+pub enum Admission {
+    /// It runs.
+    Run,
+    /// It is skipped (SPEC §3.6), for the reason given (for the debug log).
+    Skip(&'static str),
+    /// It fails without being dispatched: a dependency failed, or its condition read an
+    /// invalid input.
+    Fail(Failure),
+}
+
 impl Gather {
+    /// Whether `call` runs, in this order: a skipped dependency skips it (whatever else its
+    /// dependencies did: the call's premise is gone); a failed dependency without fallback
+    /// fails it (`dependency_failed`, also when only its `when` reads that dependency); then
+    /// its `when` decides, reading a failed dependency's fallback where it has one.
+    pub(super) fn admit(&self, call: &Call) -> Admission {
+        let skipped = call
+            .dependencies
+            .iter()
+            .any(|d| matches!(self.calls.get(d.index()), Some(CallState::Skipped)));
+        if skipped {
+            return Admission::Skip("a call it depends on was skipped");
+        }
+        if let Err(failure) = self.check_dependencies(call) {
+            return Admission::Fail(failure);
+        }
+        let Some(when) = &call.when else {
+            return Admission::Run;
+        };
+        match when.holds(&self.inputs(None)) {
+            Ok(true) => Admission::Run,
+            Ok(false) => Admission::Skip("its condition does not hold"),
+            Err(error) => Admission::Fail(input_failure(error)),
+        }
+    }
+
     /// A failed dependency without fallback stops the call (SPEC §3.2).
     pub(super) fn check_dependencies(&self, call: &Call) -> Result<(), Failure> {
         let unusable = |d: &&CallId| {
@@ -95,14 +134,18 @@ impl Gather {
         })
     }
 
-    /// The distinct values of a `for_each` path in first-seen order (`null`s skipped).
-    pub(super) fn items(&self, fan_out: &FanOut) -> Result<Vec<Value>, Failure> {
+    /// The distinct values at `path` (which has `[*]`) in `source`'s body, in first-seen order,
+    /// `null`s skipped: the items of a `for_each` call, the keys of a batch join. An object or
+    /// array among them is `invalid_input`, its input named `<key> <path>` (`for_each`, `join`).
+    pub(super) fn items(
+        &self,
+        key: &str,
+        source: CallId,
+        path: &JsonPath,
+    ) -> Result<Vec<Value>, Failure> {
         let inputs = self.inputs(None);
-        let found = match inputs
-            .call_body(fan_out.source)
-            .map(|body| fan_out.path.find(body))
-        {
-            Some(crate::json_path::Found::Many(values)) => values,
+        let found = match inputs.call_body(source).map(|body| path.find(body)) {
+            Some(Found::Many(values)) => values,
             _ => Vec::new(),
         };
         let mut distinct: Vec<Value> = Vec::new();
@@ -111,7 +154,7 @@ impl Gather {
                 Value::Null => continue,
                 Value::Array(_) | Value::Object(_) => {
                     let mut failure = Failure::new(Reason::InvalidInput);
-                    failure.input = Some(format!("for_each {}", fan_out.path.as_str()).into());
+                    failure.input = Some(format!("{key} {}", path.as_str()).into());
                     return Err(failure);
                 }
                 // Numbers by value: a 30-digit id is one item, two ids that differ in the last
@@ -121,13 +164,6 @@ impl Gather {
                 }
                 _ => {}
             }
-        }
-        if distinct.len() > fan_out.max_items {
-            return Err(Failure::new(Reason::TooManyItems).with_detail(format!(
-                "{} items, max_fan_out is {}",
-                distinct.len(),
-                fan_out.max_items
-            )));
         }
         Ok(distinct)
     }

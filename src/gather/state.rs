@@ -23,6 +23,9 @@ pub enum CallState {
         /// Per-item progress of a `for_each` call; `None` for a plain call.
         items: Option<Vec<ItemState>>,
     },
+    /// Skipped (SPEC §3.6): its `when` did not hold, or a call it depends on was skipped.
+    /// Never dispatched, absent from the answer, neither a success nor a failure.
+    Skipped,
     /// Finished, successfully or not.
     Done {
         outcome: Outcome,
@@ -36,7 +39,15 @@ pub enum CallState {
 impl CallState {
     /// Finished, or never to run: nothing will change it any more.
     pub fn settled(&self) -> bool {
-        matches!(self, CallState::Done { .. } | CallState::NotFetched)
+        matches!(
+            self,
+            CallState::Done { .. } | CallState::NotFetched | CallState::Skipped
+        )
+    }
+
+    /// Counts for `wait_for` (SPEC §6): fetched, and not skipped.
+    pub fn counts(&self) -> bool {
+        !matches!(self, CallState::NotFetched | CallState::Skipped)
     }
 
     /// Succeeded with fresh data (for `wait_for`).
@@ -75,7 +86,7 @@ pub enum Outcome {
     Fanned(Fanned),
 }
 
-/// The results of a `for_each` call.
+/// The results of a `for_each` call, or of a batch join (one per key).
 #[derive(Debug)]
 pub struct Fanned {
     pub items: Vec<ItemState>,
@@ -104,7 +115,7 @@ impl Fanned {
     }
 }
 
-/// One item of a `for_each` call.
+/// One item of a `for_each` call, or one key of a batch join.
 #[derive(Debug)]
 pub struct ItemState {
     /// The item as `_meta` and error bodies name it (see [`ItemState::all`]).
@@ -112,6 +123,8 @@ pub struct ItemState {
     pub value: Value,
     /// `None` while its request runs.
     pub result: Option<Result<Success, Failure>>,
+    /// Attempts sent for the item's request. A batch chunk's attempts are counted once, on its
+    /// first key, so that the call's attempts add up.
     pub attempts: u32,
 }
 
@@ -151,12 +164,23 @@ pub struct Prepared {
     pub cache_key: Option<String>,
 }
 
-/// One logical upstream request: a plain call's, or one `for_each` item's.
+/// What one request is made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Serves {
+    /// A plain call: the whole call.
+    Call,
+    /// One item of a `for_each` call.
+    Item(ItemId),
+    /// One chunk of a batch join: these keys, in order (at most `max_batch`).
+    Chunk(Vec<ItemId>),
+}
+
+/// One logical upstream request: a plain call's, one `for_each` item's, or one batch chunk's.
 #[derive(Debug)]
 pub struct Request {
     pub call: CallId,
-    /// The item it is made for, in a `for_each` call.
-    pub item: Option<ItemId>,
+    /// What its result concludes.
+    pub serves: Serves,
     pub prepared: Prepared,
     pub started: Instant,
     /// A cache entry too old to serve but young enough to stand in if every attempt fails.

@@ -8,12 +8,14 @@ use std::time::Duration;
 /// Per call, in configuration order.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CallSummary {
-    /// Fetched for this request (not skipped by `fields`).
+    /// Fetched for this request (not left out by `fields`).
     pub fetched: bool,
+    /// Skipped by its `when`, or because a call it depends on was (SPEC §3.6).
+    pub skipped: bool,
     /// Finished before the answer (`wait_for` and required failures answer earlier).
     pub finished: bool,
-    /// One entry per request the call stood for (one, or one per `for_each` item): `None`
-    /// for a success, else the reason of the failure.
+    /// One entry per request the call stood for (one, one per `for_each` item, or one per
+    /// key of a batch join): `None` for a success, else the reason of the failure.
     pub results: Vec<Option<Reason>>,
     pub fallback: bool,
     pub stale: bool,
@@ -45,6 +47,7 @@ impl Gather {
             .map(|(call, state)| {
                 let mut summary = CallSummary {
                     fetched: !matches!(state, CallState::NotFetched),
+                    skipped: matches!(state, CallState::Skipped),
                     ..CallSummary::default()
                 };
                 if let CallState::Done {

@@ -36,7 +36,7 @@ use checks::{check_method, check_name, lower_header_list};
 use inputs::RouteInputs;
 use std::rc::Rc;
 
-pub use limits::{MAX_BODY_BYTES, MAX_FAN_OUT, MAX_MS};
+pub use limits::{MAX_BATCH, MAX_BODY_BYTES, MAX_FAN_OUT, MAX_MS};
 
 /// Compiles a parsed configuration into the plan (SPEC §2); the error names route, call and key
 /// (see [`ConfigError`]).
@@ -183,7 +183,7 @@ fn mark_bodies_needed(calls: &mut [Call]) {
 /// Whether `reader` needs the parsed body of call `read`.
 fn reads_body_of(reader: &Call, read: CallId) -> bool {
     reader
-        .placeholders()
+        .references()
         .any(|p| matches!(p.source, Source::Call { call, .. } if call == read))
         || reader.fan_out.as_ref().is_some_and(|f| f.source == read)
         || reader.join.as_ref().is_some_and(|j| j.target == read)

@@ -3,6 +3,7 @@
 
 pub mod body;
 mod compile;
+pub mod condition;
 mod graph;
 pub mod matcher;
 pub mod template;
@@ -14,12 +15,13 @@ use crate::resilience::cache::CachePolicy;
 pub use crate::resilience::retry::RetryPolicy;
 use crate::shape::{CallShape, ResponseShape};
 use body::BodyTemplate;
+use condition::Condition;
 use matcher::{Capture, PathPattern};
 use serde_json::Value;
 use std::rc::Rc;
 use template::{Placeholder, Template};
 
-pub use compile::{MAX_BODY_BYTES, MAX_FAN_OUT, MAX_MS};
+pub use compile::{MAX_BATCH, MAX_BODY_BYTES, MAX_FAN_OUT, MAX_MS};
 
 /// A call of a route: its place in [`Route::calls`], in configuration order. Calls refer to
 /// each other (dependencies, `for_each`, `join`) by it.
@@ -105,14 +107,19 @@ pub struct Call {
     pub fallback: Option<Fallback>,
     pub format: Format,
     pub max_body_bytes: u64,
-    /// Calls that must finish first: implied by `{calls.…}` templates, `for_each` and
-    /// `join`, or listed in `after`.
+    /// Calls that must finish first: implied by `{calls.…}` templates, `when`, `for_each`
+    /// and `join`, or listed in `after`.
     pub dependencies: Vec<CallId>,
     /// A later call reads values from this call's body, so it is parsed, not only validated.
     pub body_needed: bool,
     pub body: Option<BodyTemplate>,
     pub fan_out: Option<FanOut>,
+    /// A batch join (SPEC §3.5): the keys go out in chunks, the answers are joined by key.
+    pub batch: Option<Batch>,
+    /// With `fan_out` or `batch`: where the results go.
     pub join: Option<Join>,
+    /// `when` (SPEC §3.6): the call is made only if this holds; otherwise it is skipped.
+    pub when: Option<Condition>,
     /// Retries and hedging (SPEC §6) may send this call more than once: its method is
     /// idempotent, or the configuration says `"unsafe": true`.
     pub may_repeat: bool,
@@ -153,6 +160,13 @@ impl Call {
             .chain(body)
     }
 
+    /// Everything the call reads for this request: its placeholders, then the references of
+    /// its `when`. A `{calls.X…}` among them makes X a dependency.
+    pub fn references(&self) -> impl Iterator<Item = &Placeholder> {
+        let when = self.when.iter().flat_map(Condition::references);
+        self.placeholders().chain(when)
+    }
+
     /// Answers are parsed, not only validated: read by later calls, joined into another, or
     /// reshaped.
     pub fn parses_answers(&self) -> bool {
@@ -168,8 +182,28 @@ pub struct FanOut {
     pub max_items: usize,
 }
 
-/// `join`: each element of the array at `into` (in the `for_each` source's body) whose `on`
-/// value equals an item gets that item's result under `key`.
+/// A batch join (SPEC §3.5): the distinct keys found at `keys` in `source`'s body (the join's
+/// target) are sent `max_keys` at a time through the call's [`template::Source::Batch`]
+/// placeholder, in at most `max_requests` parallel requests; each key's result is the element
+/// of its chunk's answer (an array, after the call's own transforms) whose `matches` value
+/// equals it.
+#[derive(Debug)]
+pub struct Batch {
+    /// The call whose array the keys come from: the join's target.
+    pub source: CallId,
+    /// `<join.into>[*].<join.on>`: where the keys are in the source's body.
+    pub keys: JsonPath,
+    /// `join.match`: the key of an element of the answer.
+    pub matches: JsonPath,
+    /// `max_batch`: most keys in one request.
+    pub max_keys: usize,
+    /// `max_fan_out`: most requests (chunks) of one call; more keys fail it with
+    /// `too_many_items`.
+    pub max_requests: usize,
+}
+
+/// `join`: each element of the array at `into` (in the `for_each` source's body, or the batch
+/// source's) whose `on` value equals an item (or key) gets that item's result under `key`.
 #[derive(Debug)]
 pub struct Join {
     pub target: CallId,

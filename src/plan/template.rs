@@ -20,6 +20,10 @@ pub enum Source {
     },
     /// `{item}`: the value a `for_each` call is made for.
     Item,
+    /// In a batch join (SPEC §3.5), the placeholder that reads the keys joined on
+    /// (`{calls.posts.items[*].author}`): it writes the distinct keys of the request's chunk,
+    /// which [`Inputs::item`] holds as an array, instead of every value of the array.
+    Batch,
     /// `{request.body.<path>}`: a value from the client's JSON body.
     RequestBody(JsonPath),
 }
@@ -49,6 +53,11 @@ pub trait Resolve {
     fn query(&mut self, name: &str) -> usize;
     fn header(&mut self, name: &str) -> usize;
     fn call(&mut self, name: &str) -> Result<CallId, String>;
+    /// Whether `{calls.<call>.<path>}` reads the keys of the call's batch join, so that it
+    /// becomes [`Source::Batch`]. Resolvers that compile no batch join keep the default.
+    fn batch_keys(&mut self, _call: CallId, _path: &JsonPath) -> bool {
+        false
+    }
     /// `{item}` is allowed only in calls with `for_each`.
     fn item(&mut self) -> Result<(), String>;
     /// Notes that the route reads fields of the client's JSON body.
@@ -63,7 +72,8 @@ pub trait Inputs {
     fn header(&self, slot: usize) -> Option<&str>;
     /// The JSON body of an earlier call (or its fallback).
     fn call_body(&self, call: CallId) -> Option<&Value>;
-    /// The current `for_each` item.
+    /// What the current request is made for: a `for_each` item, or the distinct keys of a
+    /// batch join's chunk, as one array.
     fn item(&self) -> Option<&Value>;
     /// The client's body parsed as JSON: `None` without a body, `Some(Err)` if it is not JSON.
     fn request_json(&self) -> Option<Result<&Value, ()>>;
@@ -161,7 +171,23 @@ impl Template {
 
 impl Placeholder {
     fn reads_client_input(&self) -> bool {
-        !matches!(self.source, Source::Call { .. } | Source::Item)
+        !matches!(
+            self.source,
+            Source::Call { .. } | Source::Item | Source::Batch
+        )
+    }
+
+    /// The value a condition reads (SPEC §3.6): client input as text, a value of a call's or
+    /// the client's JSON body as JSON; `None` when absent. An input a template would refuse
+    /// as invalid (not UTF-8 once decoded, a client body that is not JSON) is an error.
+    pub fn read<'a>(&self, inputs: &'a dyn Inputs) -> Result<Option<Read<'a>>, RenderError> {
+        Ok(match self.lookup(inputs)? {
+            Some(Raw::Text(text)) => Some(Read::Text(text.into())),
+            Some(Raw::Segments(segments)) => Some(Read::Text(segments.join("/").into())),
+            Some(Raw::Json(Found::One(value))) => Some(Read::Json(value)),
+            // Conditions read one value: `[*]` is refused when they are compiled.
+            Some(Raw::Json(Found::Nothing | Found::Many(_))) | None => None,
+        })
     }
 
     /// The value as JSON, keeping its type (SPEC §3.4: a body leaf that is exactly one
@@ -200,7 +226,7 @@ impl Placeholder {
             Source::Call { call, path } => inputs
                 .call_body(*call)
                 .map(|body| Raw::Json(path.find(body))),
-            Source::Item => inputs.item().map(|value| Raw::Json(Found::One(value))),
+            Source::Item | Source::Batch => inputs.item().map(|value| Raw::Json(Found::One(value))),
             Source::RequestBody(path) => match inputs.request_json() {
                 Some(Ok(body)) => Some(Raw::Json(path.find(body))),
                 Some(Err(())) => return Err(self.invalid()),
@@ -229,66 +255,89 @@ fn parse_placeholder(inner: &str, resolve: &mut dyn Resolve) -> Result<Placehold
         Some((reference, default)) => (reference, Some(default.to_string())),
         None => (inner, None),
     };
-    let bad = |why: &str| format!("placeholder \"{{{inner}}}\": {why}");
+    let source = parse_source(reference, resolve)
+        .map_err(|why| format!("placeholder \"{{{inner}}}\": {why}"))?;
+    Ok(Placeholder {
+        source,
+        default,
+        text: reference.to_string(),
+    })
+}
+
+/// A reference in the source syntax of templates (`query.page`, `calls.product.kind`,
+/// without braces or default), as conditions write it (SPEC §3.6). The error says why, for the
+/// caller to place.
+pub fn parse_reference(reference: &str, resolve: &mut dyn Resolve) -> Result<Placeholder, String> {
+    Ok(Placeholder {
+        source: parse_source(reference, resolve)?,
+        default: None,
+        text: reference.to_string(),
+    })
+}
+
+/// The sources a reference may start with, for did-you-mean hints.
+const SOURCES: [&str; 5] = ["path", "query", "header", "calls", "request"];
+
+fn parse_source(reference: &str, resolve: &mut dyn Resolve) -> Result<Source, String> {
     if reference == "item" {
-        resolve.item().map_err(|why| bad(&why))?;
-        return Ok(Placeholder {
-            source: Source::Item,
-            default,
-            text: reference.to_string(),
-        });
+        resolve.item()?;
+        return Ok(Source::Item);
     }
     if reference == "request.body" {
-        return Err(bad(
-            "the whole client body can only be a call's entire body: \"body\": \"{request.body}\"",
-        ));
+        return Err(
+            "the whole client body can only be a call's entire body: \"body\": \"{request.body}\""
+                .to_string(),
+        );
     }
     let Some((kind, name)) = reference.split_once('.') else {
-        return Err(bad(
-            "expected path.<capture>, query.<param>, header.<name> or calls.<call>.<path>",
-        ));
+        return Err(
+            "expected path.<capture>, query.<param>, header.<name> or calls.<call>.<path>"
+                .to_string(),
+        );
     };
     if name.is_empty() {
-        return Err(bad("the name after the source is empty"));
+        return Err("the name after the source is empty".to_string());
     }
-    let source = match kind {
+    Ok(match kind {
         "path" => Source::Path(
             resolve
                 .capture(name)
-                .ok_or_else(|| bad("match.path has no such capture"))?,
+                .ok_or_else(|| "match.path has no such capture".to_string())?,
         ),
         "query" => Source::Query(resolve.query(name)),
         "header" => {
             if !is_header_name(name) {
-                return Err(bad("not a valid header name"));
+                return Err("not a valid header name".to_string());
             }
             Source::Header(resolve.header(&name.to_ascii_lowercase()))
         }
         "calls" => {
             let (call, path) = name.split_once('.').unwrap_or((name, ""));
-            let call = resolve.call(call).map_err(|why| bad(&why))?;
-            let path = JsonPath::parse(path).map_err(|why| bad(&why))?;
-            Source::Call { call, path }
+            let call = resolve.call(call)?;
+            let path = JsonPath::parse(path)?;
+            if resolve.batch_keys(call, &path) {
+                Source::Batch
+            } else {
+                Source::Call { call, path }
+            }
         }
         "request" => {
             let Some(path) = name.strip_prefix("body.") else {
-                return Err(bad(
-                    "use request.body.<field> (or the whole body as a call's body)",
-                ));
+                return Err(
+                    "use request.body.<field> (or the whole body as a call's body)".to_string(),
+                );
             };
             resolve.request_body_field();
-            Source::RequestBody(JsonPath::parse(path).map_err(|why| bad(&why))?)
+            Source::RequestBody(JsonPath::parse(path)?)
         }
         _ => {
-            return Err(bad(
-                "unknown source (use path., query., header., calls., request.body. or item)",
-            ))
+            let hint = crate::config::closest(kind, &SOURCES)
+                .map(|known| format!("did you mean \"{known}.\"? "))
+                .unwrap_or_default();
+            return Err(format!(
+                "unknown source ({hint}use path., query., header., calls., request.body. or item)"
+            ));
         }
-    };
-    Ok(Placeholder {
-        source,
-        default,
-        text: reference.to_string(),
     })
 }
 
@@ -304,6 +353,15 @@ enum Resolved<'a> {
     One(std::borrow::Cow<'a, str>),
     Segments(&'a [String]),
     List(Vec<std::borrow::Cow<'a, str>>),
+}
+
+/// A value as a condition reads it (SPEC §3.6).
+#[derive(Debug, PartialEq)]
+pub enum Read<'a> {
+    /// Client input (path capture, query parameter, header): text.
+    Text(std::borrow::Cow<'a, str>),
+    /// A value of an earlier call's (or the client's) JSON body.
+    Json(&'a Value),
 }
 
 /// What a source holds, before it is written anywhere.

@@ -219,11 +219,11 @@ fn fan_out_join_and_body_are_checked_at_load() {
         (route_with_calls(r#"{"name":"a","cluster":"c","path":"/{item}","for_each":"calls.ghost.items[*]"}"#), r#"call "a" key "for_each": the route has no call named "ghost""#),
         (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a","for_each":"calls.posts.items[*]"}}"#)), r#"call "a" key "for_each": the call never uses {item}"#),
         (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"posts.items[*]"}}"#)), r#"call "a" key "for_each": must read an earlier call"#),
-        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a","join":{{"into":"posts.items","on":"id","as":"x"}}}}"#)), r#"call "a" key "join": only applies to a call with for_each"#),
+        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a","join":{{"into":"posts.items","on":"id","as":"x"}}}}"#)), r#"call "a" key "join": needs for_each (one request per item), or match for a batch join"#),
         (route_with_calls(&format!(r#"{posts},{{"name":"b","cluster":"c","path":"/b"}},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"b.items","on":"id","as":"x"}}}}"#)), r#"call "a" key "join.into": must be in the body of the call for_each reads"#),
-        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"posts.items","on":"id","as":"x","extra":1}}}}"#)), r#"call "a" key "join.extra": unknown key; known keys here: into, on, as"#),
+        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"posts.items","on":"id","as":"x","extra":1}}}}"#)), r#"call "a" key "join.extra": unknown key; known keys here: into, on, match, as"#),
         (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","max_fan_out":5000}}"#)), r#"call "a" key "max_fan_out": must be between 1 and 1000"#),
-        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a","max_fan_out":5}"#), r#"call "a" key "max_fan_out": only applies to a call with for_each"#),
+        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a","max_fan_out":5}"#), r#"call "a" key "max_fan_out": only applies to a call with for_each, or to a batch join"#),
         (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a","body":{"whole":"{request.body}"}}"#), r#"call "a" key "body": placeholder "{request.body}": the whole client body can only be a call's entire body"#),
         (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a/{request.id}"}"#), r#"call "a" key "path": placeholder "{request.id}": use request.body.<field>"#),
         (r#"{"routes":[{"name":"r","match":{"path":"/"},"fields_param":"","calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#.to_string(), r#"route "r" key "fields_param": must be a non-empty string, or null"#),
@@ -380,7 +380,8 @@ fn every_bound_of_the_table_is_checked_at_every_level_that_writes_it() {
     use super::compile::limits::{self, ALL};
     use serde_json::json;
     let call_keys = |limit: &limits::Limit| {
-        !["deadline_ms", "max_inflight", "max_fan_out"].contains(&limit.key)
+        // A call writes these only with for_each or a batch join (below, and their own tests).
+        !["deadline_ms", "max_inflight", "max_fan_out", "max_batch"].contains(&limit.key)
     };
     for limit in ALL {
         for outside in [limit.min.checked_sub(1), limit.max.checked_add(1)]
@@ -563,5 +564,239 @@ fn configuration_cannot_write_into_the_completeness_object() {
         ),
     ] {
         assert!(compile(&json).is_ok(), "{json}: {:?}", compile(&json).err());
+    }
+}
+
+/// Route `page` with `product` and a call `a` that sets `when`.
+fn with_when(when: &str) -> String {
+    route_with_calls(&format!(
+        r#"{PRODUCT},{{"name":"a","cluster":"c","path":"/a","when":{when}}}"#
+    ))
+}
+
+#[test]
+fn conditions_are_checked_at_load_naming_route_call_and_key() {
+    let operators = "present, equals, in, all, any, not";
+    let cases: Vec<(String, String)> = vec![
+        (
+            with_when(r#"{"presnt":"query.x"}"#),
+            format!(r#"route "page" call "a" key "when.presnt": unknown key (did you mean "present"?); known keys here: {operators}"#),
+        ),
+        (
+            with_when("{}"),
+            format!(r#"route "page" call "a" key "when": must hold exactly one operator (one of: {operators}); combine several with all or any"#),
+        ),
+        (
+            with_when(r#"{"present":"query.x","equals":["query.y","1"]}"#),
+            r#"route "page" call "a" key "when": must hold exactly one operator"#.to_string(),
+        ),
+        (
+            with_when(r#"{"all":[{"present":"query.x"},{"not":{}}]}"#),
+            r#"route "page" call "a" key "when.all[1].not": must hold exactly one operator"#
+                .to_string(),
+        ),
+        (
+            with_when(r#"{"equals":["query.x"]}"#),
+            r#"route "page" call "a" key "when.equals": must be ["<source>.<name>", <a string, number or boolean>]"#.to_string(),
+        ),
+        (
+            with_when(r#"{"equals":["query.x",null]}"#),
+            r#"route "page" call "a" key "when.equals": must be"#.to_string(),
+        ),
+        (
+            with_when(r#"{"equals":["query.x",{"a":1}]}"#),
+            r#"route "page" call "a" key "when.equals": must be"#.to_string(),
+        ),
+        (
+            with_when(r#"{"in":["query.x",[]]}"#),
+            r#"route "page" call "a" key "when.in": must be ["<source>.<name>", [<one or more strings, numbers or booleans>]]"#.to_string(),
+        ),
+        (
+            with_when(r#"{"in":["query.x","a"]}"#),
+            r#"route "page" call "a" key "when.in": must be"#.to_string(),
+        ),
+        (
+            with_when(r#"{"present":5}"#),
+            r#"route "page" call "a" key "when.present": invalid type"#.to_string(),
+        ),
+        (
+            with_when(r#"{"any":[]}"#),
+            r#"route "page" call "a" key "when.any": must list at least one condition"#
+                .to_string(),
+        ),
+        (
+            with_when(r#"[{"present":"query.x"}]"#),
+            r#"route "page" call "a" key "when": must be a JSON object"#.to_string(),
+        ),
+        (
+            with_when(r#"{"any":[{"present":"query.x"},{"not":{"equals":["calls.prodct.kind","x"]}}]}"#),
+            r#"route "page" call "a" key "when.any[1].not.equals": reference "calls.prodct.kind": the route has no call named "prodct" (did you mean "product"?)"#.to_string(),
+        ),
+        (
+            with_when(r#"{"present":"calls.a.x"}"#),
+            r#"route "page" call "a" key "when.present": reference "calls.a.x": a call cannot read its own response"#.to_string(),
+        ),
+        (
+            with_when(r#"{"present":"heade.x-user"}"#),
+            r#"route "page" call "a" key "when.present": reference "heade.x-user": unknown source (did you mean "header."? use path., query., header., calls., request.body. or item)"#.to_string(),
+        ),
+        (
+            with_when(r#"{"present":"item"}"#),
+            r#"route "page" call "a" key "when.present": reference "item": when is judged once for the whole call"#.to_string(),
+        ),
+        (
+            with_when(r#"{"present":"{query.x|1}"}"#),
+            r#"route "page" call "a" key "when.present": reference "{query.x|1}": write the source alone"#.to_string(),
+        ),
+        (
+            with_when(r#"{"in":["calls.product.items[*].kind",["a"]]}"#),
+            r#"route "page" call "a" key "when.in": reference "calls.product.items[*].kind": a condition reads one value: [*] is not allowed"#.to_string(),
+        ),
+        (
+            with_when(r#"{"present":"path.nope"}"#),
+            r#"route "page" call "a" key "when.present": reference "path.nope": match.path has no such capture"#.to_string(),
+        ),
+        (
+            route_with_calls(
+                r#"{"name":"a","cluster":"c","path":"/a","when":{"present":"calls.b.x"}},
+                   {"name":"b","cluster":"c","path":"/b","when":{"not":{"present":"calls.a.y"}}}"#,
+            ),
+            r#"route "page" key "calls": dependency cycle: a -> b -> a"#.to_string(),
+        ),
+    ];
+    for (json, expected) in &cases {
+        let e = compile(json).unwrap_err();
+        assert!(
+            e.starts_with(expected.as_str()),
+            "\n got: {e}\nwant: {expected}"
+        );
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+}
+
+#[test]
+fn conditions_compile_into_dependencies_and_inputs() {
+    let plan = compile(&route_with_calls(&format!(
+        r#"{PRODUCT},
+        {{"name":"shipping","cluster":"c","path":"/s/{{path.id}}",
+          "when":{{"all":[{{"equals":["calls.product.kind","physical"]}},
+                          {{"not":{{"present":"header.X-No-Shipping"}}}},
+                          {{"in":["query.include",["shipping","all"]]}}]}}}},
+        {{"name":"tips","cluster":"c","path":"/t","when":{{"present":"calls.shipping.eta"}}}}"#
+    )))
+    .unwrap();
+    let route = &plan.routes[0];
+    assert_eq!(
+        route.calls[1].dependencies,
+        [0],
+        "a call the condition reads"
+    );
+    assert_eq!(route.calls[2].dependencies, [1]);
+    assert!(route.calls[0].body_needed, "the condition reads its body");
+    assert!(route.calls[1].body_needed);
+    assert_eq!(route.query_params, ["include"]);
+    assert!(route.headers.contains(&"x-no-shipping".to_string()));
+    assert_eq!(
+        route.calls[1].when.as_ref().map(|w| w.references().len()),
+        Some(3)
+    );
+}
+
+/// Route `page` with `posts` and a batch call `authors` (extra keys appended to it).
+fn with_batch(path: &str, extra: &str) -> String {
+    route_with_calls(&format!(
+        r#"{{"name":"posts","cluster":"c","path":"/posts"}},
+           {{"name":"authors","cluster":"u","path":"{path}",
+             "join":{{"into":"posts.items","on":"author","match":"id","as":"author_detail"}}{extra}}}"#
+    ))
+}
+
+#[test]
+fn batch_joins_compile_their_keys_placeholder_chunks_and_caps() {
+    let plan = compile(&with_batch(
+        "/users?ids={calls.posts.items[*].author}",
+        r#","max_batch":2"#,
+    ))
+    .unwrap();
+    let authors = &plan.routes[0].calls[1];
+    let batch = authors.batch.as_ref().unwrap();
+    assert_eq!(
+        (batch.source, batch.max_keys, batch.max_requests),
+        (CallId::new(0), 2, 32)
+    );
+    assert_eq!(batch.keys.as_str(), "items[*].author");
+    assert_eq!(batch.matches.as_str(), "id");
+    assert_eq!(
+        authors
+            .path
+            .placeholders()
+            .map(|p| &p.source)
+            .collect::<Vec<_>>(),
+        [&template::Source::Batch],
+        "the keys placeholder sends a chunk's keys"
+    );
+    assert_eq!(authors.dependencies, [0]);
+    assert!(plan.routes[0].calls[0].body_needed);
+    assert!(authors.fan_out.is_none());
+
+    // Inherited from the route and defaults; the keys may go in a POST body as well.
+    let inherited = compile(
+        r#"{"defaults":{"max_batch":7,"max_fan_out":3},"routes":[{"name":"r","match":{"path":"/"},"max_batch":9,"calls":[
+        {"name":"posts","cluster":"c","path":"/posts"},
+        {"name":"authors","cluster":"u","method":"POST","path":"/users/batch","body":{"ids":"{calls.posts.items[*].author}"},
+         "join":{"into":"posts.items","on":"author","match":"user.id","as":"a"}}]}]}"#,
+    )
+    .unwrap();
+    let batch = inherited.routes[0].calls[1].batch.as_ref().unwrap();
+    assert_eq!((batch.max_keys, batch.max_requests), (9, 3));
+}
+
+#[test]
+fn batch_joins_are_checked_at_load() {
+    let keys = "/users?ids={calls.posts.items[*].author}";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            with_batch("/users", ""),
+            r#"route "page" call "authors" key "join": a batch join sends the keys it joins on: put {calls.posts.items[*].author} in the path (or a header or the body)"#,
+        ),
+        (
+            with_batch("/users?ids={calls.posts.items[*].id}", ""),
+            r#"route "page" call "authors" key "join": a batch join sends the keys it joins on"#,
+        ),
+        (
+            with_batch(
+                "/users/{item}",
+                r#","for_each":"calls.posts.items[*].author""#,
+            ),
+            r#"route "page" call "authors" key "join.match": a for_each join matches each element with its item"#,
+        ),
+        (
+            with_batch(keys, r#","max_batch":0"#),
+            r#"route "page" call "authors" key "max_batch": must be between 1 and 1000"#,
+        ),
+        (
+            with_batch(keys, r#","max_batch":1001"#),
+            r#"route "page" call "authors" key "max_batch": must be between 1 and 1000"#,
+        ),
+        (
+            with_batch(keys, r#","format":"text""#),
+            r#"route "page" call "authors" key "format": a batch join reads an array of objects"#,
+        ),
+        (
+            with_batch(keys, "").replace(r#""match":"id""#, r#""match":"items[*].id""#),
+            r#"route "page" call "authors" key "join.match": must be a non-empty dot path without [*]"#,
+        ),
+        (
+            with_batch(keys, "").replace(r#""into":"posts.items""#, r#""into":"post.items""#),
+            r#"route "page" call "authors" key "join.into": the route has no call named "post" (did you mean "posts"?)"#,
+        ),
+        (
+            route_with_calls(r#"{"name":"a","cluster":"c","path":"/a","max_batch":5}"#),
+            r#"route "page" call "a" key "max_batch": only applies to a batch join (join with match)"#,
+        ),
+    ];
+    for (json, expected) in &cases {
+        let e = compile(json).unwrap_err();
+        assert!(e.starts_with(expected), "\n got: {e}\nwant: {expected}");
     }
 }

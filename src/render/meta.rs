@@ -24,8 +24,8 @@ pub struct Report<'a> {
     pub expose: bool,
 }
 
-/// `{"complete":…,"errors":{…},"fallback":[…],"stale":{…},"attempts":{…},"not_waited_for":[…],
-/// "derive":{…}}`;
+/// `{"complete":…,"errors":{…},"fallback":[…],"skipped":[…],"stale":{…},"attempts":{…},
+/// "not_waited_for":[…],"derive":{…}}`;
 /// empty parts are left out.
 pub fn write_meta(body: &mut Vec<u8>, report: &Report<'_>) {
     let expose = report.expose;
@@ -49,6 +49,13 @@ pub fn write_meta(body: &mut Vec<u8>, report: &Report<'_>) {
         },
     );
     write_names(body, "fallback", report.fell_back);
+    let skipped: Vec<&str> = report
+        .calls
+        .iter()
+        .filter(|c| matches!(c.status, CallStatus::Skipped))
+        .map(|c| c.name)
+        .collect();
+    write_names(body, "skipped", &skipped);
     let stale: Vec<&CallView<'_>> = report
         .calls
         .iter()

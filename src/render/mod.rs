@@ -87,6 +87,9 @@ pub enum CallStatus<'a> {
     NotFetched,
     /// Still running when a required call failed.
     Unfinished,
+    /// Skipped by its `when` (SPEC §3.6): absent, listed in `_meta.skipped`, shown in
+    /// `server-timing` as `desc="skipped"`; it does not make the answer incomplete.
+    Skipped,
     Succeeded,
     Failed(&'a Failure),
     /// A `for_each` call some of whose items failed: item text and failure.
@@ -99,8 +102,10 @@ impl CallView<'_> {
     }
 
     fn complete(&self) -> bool {
-        matches!(self.status, CallStatus::NotFetched | CallStatus::Succeeded)
-            && self.stale.is_empty()
+        matches!(
+            self.status,
+            CallStatus::NotFetched | CallStatus::Succeeded | CallStatus::Skipped
+        ) && self.stale.is_empty()
     }
 
     /// The reason shown in `server-timing`.
@@ -108,6 +113,7 @@ impl CallView<'_> {
         match &self.status {
             CallStatus::Failed(failure) => Some(failure.reason.as_str()),
             CallStatus::ItemsFailed(items) => items.first().map(|(_, f)| f.reason.as_str()),
+            CallStatus::Skipped => Some("skipped"),
             _ if !self.stale.is_empty() => Some("stale"),
             _ if self.cached => Some("cache"),
             _ => None,
@@ -421,7 +427,8 @@ fn headers(
     headers
 }
 
-/// `name;dur=12.3` per finished call; a failed one adds `;desc="reason"`.
+/// `name;dur=12.3` per finished call; a failed one adds `;desc="reason"`, a skipped one is
+/// `name;desc="skipped"` (never dispatched, so no duration).
 pub fn server_timing(calls: &[CallView<'_>]) -> String {
     let mut out = String::new();
     for call in calls.iter().filter(|c| c.finished()) {
@@ -568,6 +575,26 @@ mod tests {
         );
         let only_skipped = aggregate(&calls[1..], SHAPE);
         assert_eq!(parse(&only_skipped), json!({"_meta": {"complete": true}}));
+    }
+
+    #[test]
+    fn skipped_calls_are_absent_listed_and_do_not_make_the_answer_incomplete() {
+        let calls = [
+            ok("a", "1", 1000),
+            CallView::sample("b", None, CallStatus::Skipped, None),
+            CallView::sample("c", None, CallStatus::Skipped, None),
+        ];
+        let response = aggregate(&calls, SHAPE);
+        assert_eq!(
+            parse(&response),
+            json!({"a": 1, "_meta": {"complete": true, "skipped": ["b", "c"]}})
+        );
+        assert_eq!(response.header("x-aggregation-complete"), Some("true"));
+        assert_eq!(response.header("cache-control"), None);
+        assert_eq!(
+            response.header("server-timing"),
+            Some(r#"a;dur=1.0, b;desc="skipped", c;desc="skipped""#)
+        );
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! One call (SPEC §2.3), compiled section by section in the order of the configuration
-//! reference: name, output key, target, headers and forwarding, limits, fallback and body,
-//! fan-out and join, dependencies; then its resilience (`resilience.rs`) and shaping.
+//! reference: name, output key, fan-out and join (first: a batch join changes what its
+//! templates' keys placeholder means), target, headers and forwarding, limits, fallback and
+//! body, condition, dependencies; then its resilience (`resilience.rs`) and shaping.
 
 use super::checks::{check_header_name, check_method, check_name, check_output_key};
 use super::checks::{lower_header_list, may_repeat};
-use super::limits::{self, FAN_OUT, MAX_BODY, TIMEOUT_MS};
+use super::limits::{self, BATCH, FAN_OUT, MAX_BODY, TIMEOUT_MS};
 use super::{CallCompiler, Context};
-use crate::config::{CallConfig, ConfigError, JoinConfig, Layout};
+use crate::config::{CallConfig, ConditionConfig, ConfigError, Format, JoinConfig, Layout};
 use crate::json_path::JsonPath;
 use crate::plan::body::BodyTemplate;
-use crate::plan::template::{Resolve, Source, Template};
-use crate::plan::{Call, CallId, CallResilience, Fallback, FanOut, Join};
+use crate::plan::condition::Condition;
+use crate::plan::template::{parse_reference, Resolve, Source, Template};
+use crate::plan::{Batch, Call, CallId, CallResilience, Fallback, FanOut, Join};
 use crate::shape::CallShape;
 
 /// The headers a call sets: lowercase name and value template.
@@ -39,6 +41,7 @@ impl Call {
     ) -> Result<Call, ConfigError> {
         cx.inputs.current_call = index;
         cx.inputs.item_allowed = config.for_each.is_some();
+        cx.inputs.batch_keys = None;
         let mut c = CallCompiler {
             config,
             index,
@@ -47,13 +50,17 @@ impl Call {
         };
         c.name()?;
         let output_key = c.output_key()?;
+        let fan_out = c.fan_out()?;
+        let (join, batch) = c.join(fan_out.as_ref())?;
+        // Before the templates are parsed: in a batch join, the placeholder that reads the keys
+        // sends one chunk of them (`Source::Batch`).
+        c.cx.inputs.batch_keys = batch.as_ref().map(|b| (b.source, b.keys.clone()));
         let target = c.target()?;
         let (headers, forward) = c.headers_and_forwarding()?;
         let (timeout_ms, max_body_bytes) = c.limits()?;
         let fallback = c.fallback()?;
         let body = c.body()?;
-        let fan_out = c.fan_out()?;
-        let join = c.join(fan_out.as_ref())?;
+        let when = c.when()?;
         let dependencies = c.after()?;
         let mut call = Call {
             name: config.name.clone(),
@@ -74,7 +81,9 @@ impl Call {
             body_needed: false,
             body,
             fan_out,
+            batch,
             join,
+            when,
             shape: None,
             keyed: config.output_key.is_some(),
             output_key,
@@ -86,6 +95,7 @@ impl Call {
         call.resilience = CallResilience::compile(&call, &mut c)?;
         call.shape = CallShape::compile(config).map_err(|e| c.place.locate(e))?;
         c.implied_dependencies(&mut call)?;
+        c.batch_sends_its_keys(&call)?;
         Ok(call)
     }
 }
@@ -294,10 +304,12 @@ impl CallCompiler<'_, '_> {
     fn fan_out(&mut self) -> Result<Option<FanOut>, ConfigError> {
         let (config, place) = (self.config, &self.place);
         let Some(text) = &config.for_each else {
-            if config.max_fan_out.is_some() {
-                return Err(
-                    place.error(Some("max_fan_out"), "only applies to a call with for_each")
-                );
+            let batch = config.join.as_ref().is_some_and(|j| j.matches.is_some());
+            if config.max_fan_out.is_some() && !batch {
+                return Err(place.error(
+                    Some("max_fan_out"),
+                    "only applies to a call with for_each, or to a batch join (join with match)",
+                ));
             }
             return Ok(None);
         };
@@ -318,35 +330,70 @@ impl CallCompiler<'_, '_> {
         if !path.has_wildcard() {
             return Err(place.error(key, "needs [*] to say which array to take the items from"));
         }
-        limits::check(&[(FAN_OUT, config.max_fan_out)], place, "")?;
-        let max_items = config
-            .max_fan_out
-            .or(self.cx.route.max_fan_out)
-            .unwrap_or(self.cx.defaults.max_fan_out);
         Ok(Some(FanOut {
             source,
             path,
-            max_items: usize::try_from(max_items).unwrap_or(usize::MAX),
+            max_items: self.max_fan_out()?,
         }))
     }
 
-    /// `join` (SPEC §3.5): into the array of the call `for_each` reads.
-    fn join(&mut self, fan_out: Option<&FanOut>) -> Result<Option<Join>, ConfigError> {
-        let place = &self.place;
-        let Some(join) = &self.config.join else {
-            return Ok(None);
+    /// `max_fan_out`, checked as written, then inherited: most items of a `for_each` call,
+    /// most requests of a batch join.
+    fn max_fan_out(&self) -> Result<usize, ConfigError> {
+        let config = self.config;
+        limits::check(&[(FAN_OUT, config.max_fan_out)], &self.place, "")?;
+        let max = config
+            .max_fan_out
+            .or(self.cx.route.max_fan_out)
+            .unwrap_or(self.cx.defaults.max_fan_out);
+        Ok(usize::try_from(max).unwrap_or(usize::MAX))
+    }
+
+    /// `join` (SPEC §3.5): into the array of the call `for_each` reads; or, with `match`, a
+    /// batch join into the array whose keys the call sends (with `max_batch`).
+    fn join(
+        &mut self,
+        fan_out: Option<&FanOut>,
+    ) -> Result<(Option<Join>, Option<Batch>), ConfigError> {
+        let (config, place) = (self.config, &self.place);
+        let batch = config.join.as_ref().and_then(|j| j.matches.as_ref());
+        if config.max_batch.is_some() && batch.is_none() {
+            return Err(place.error(
+                Some("max_batch"),
+                "only applies to a batch join (join with match)",
+            ));
+        }
+        let Some(join) = &config.join else {
+            return Ok((None, None));
         };
-        let Some(fan_out) = fan_out else {
-            return Err(place.error(Some("join"), "only applies to a call with for_each"));
-        };
-        let JoinConfig { into, on, key } = join;
+        match (fan_out, batch) {
+            (None, None) => {
+                return Err(place.error(
+                    Some("join"),
+                    "needs for_each (one request per item), or match for a batch join (the keys sent together through a [*] placeholder)",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(place.error(
+                    Some("join.match"),
+                    "a for_each join matches each element with its item: match is for a batch join, without for_each",
+                ))
+            }
+            _ => {}
+        }
+        let JoinConfig {
+            into,
+            on,
+            matches,
+            key,
+        } = join;
         let (target_name, into) = into.split_once('.').unwrap_or((into.as_str(), ""));
         let target = self
             .cx
             .inputs
             .call(target_name)
             .map_err(|why| place.error(Some("join.into"), why))?;
-        if target != fan_out.source {
+        if fan_out.is_some_and(|f| target != f.source) {
             return Err(place.error(
                 Some("join.into"),
                 "must be in the body of the call for_each reads (\"<that call>.<path to array>\")",
@@ -362,12 +409,129 @@ impl CallCompiler<'_, '_> {
         if key.is_empty() {
             return Err(place.error(Some("join.as"), "must be a non-empty key"));
         }
-        Ok(Some(Join {
+        let join = Join {
             target,
             into: plain_path(into, "join.into")?,
             on: plain_path(on, "join.on")?,
             key: key.clone(),
-        }))
+        };
+        let Some(matches) = matches else {
+            return Ok((Some(join), None));
+        };
+        if config.format == Format::Text {
+            return Err(place.error(
+                Some("format"),
+                "a batch join reads an array of objects: its answers must be JSON",
+            ));
+        }
+        limits::check(&[(BATCH, config.max_batch)], place, "")?;
+        let max_keys = config
+            .max_batch
+            .or(self.cx.route.max_batch)
+            .unwrap_or(self.cx.defaults.max_batch);
+        let keys = JsonPath::parse(&format!("{}[*].{}", join.into.as_str(), join.on.as_str()))
+            .map_err(|why| place.error(Some("join"), why))?;
+        let batch = Batch {
+            source: target,
+            keys,
+            matches: plain_path(matches, "join.match")?,
+            max_keys: usize::try_from(max_keys).unwrap_or(usize::MAX),
+            max_requests: self.max_fan_out()?,
+        };
+        Ok((Some(join), Some(batch)))
+    }
+
+    /// A batch join must send its keys: some placeholder reads exactly the keys it joins on
+    /// (`{calls.posts.items[*].author}` for `"into": "posts.items", "on": "author"`).
+    fn batch_sends_its_keys(&self, call: &Call) -> Result<(), ConfigError> {
+        let Some(batch) = &call.batch else {
+            return Ok(());
+        };
+        if call.placeholders().any(|p| p.source == Source::Batch) {
+            return Ok(());
+        }
+        let source = self
+            .cx
+            .inputs
+            .call_names
+            .get(batch.source.index())
+            .copied()
+            .unwrap_or_default();
+        Err(self.place.error(
+            Some("join"),
+            format!(
+                "a batch join sends the keys it joins on: put {{calls.{source}.{}}} in the path (or a header or the body)",
+                batch.keys.as_str()
+            ),
+        ))
+    }
+
+    /// `when` (SPEC §3.6): every reference resolved like a template's (a call it reads becomes
+    /// a dependency); each error names the operator's key, e.g. `when.all[1].equals`.
+    fn when(&mut self) -> Result<Option<Condition>, ConfigError> {
+        let Some(when) = &self.config.when else {
+            return Ok(None);
+        };
+        self.condition(when, "when".to_string()).map(Some)
+    }
+
+    fn condition(&mut self, when: &ConditionConfig, key: String) -> Result<Condition, ConfigError> {
+        let list = |c: &mut Self, list: &[ConditionConfig], op: &str| {
+            list.iter()
+                .enumerate()
+                .map(|(i, inner)| c.condition(inner, format!("{key}.{op}[{i}]")))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(match when {
+            ConditionConfig::Present(reference) => {
+                Condition::Present(self.reference(reference, &format!("{key}.present"))?)
+            }
+            ConditionConfig::Equals(reference, literal) => Condition::Equals(
+                self.reference(reference, &format!("{key}.equals"))?,
+                literal.clone(),
+            ),
+            ConditionConfig::In(reference, literals) => Condition::In(
+                self.reference(reference, &format!("{key}.in"))?,
+                literals.clone(),
+            ),
+            ConditionConfig::All(conditions) => Condition::All(list(self, conditions, "all")?),
+            ConditionConfig::Any(conditions) => Condition::Any(list(self, conditions, "any")?),
+            ConditionConfig::Not(inner) => {
+                Condition::Not(Box::new(self.condition(inner, format!("{key}.not"))?))
+            }
+        })
+    }
+
+    /// One reference of a condition: a template source without braces or default, naming one
+    /// value.
+    fn reference(
+        &mut self,
+        reference: &str,
+        key: &str,
+    ) -> Result<crate::plan::template::Placeholder, ConfigError> {
+        let place = &self.place;
+        let bad = |why: &str| place.error(Some(key), format!("reference \"{reference}\": {why}"));
+        if reference == "item" {
+            return Err(bad(
+                "when is judged once for the whole call, before any item: it cannot read item",
+            ));
+        }
+        if reference.contains(['{', '}', '|']) {
+            return Err(bad(
+                "write the source alone, as in \"query.page\": no braces and no default",
+            ));
+        }
+        let placeholder =
+            parse_reference(reference, &mut self.cx.inputs).map_err(|why| bad(&why))?;
+        let wildcard = match &placeholder.source {
+            Source::Call { path, .. } | Source::RequestBody(path) => path.has_wildcard(),
+            Source::Batch => true,
+            _ => false,
+        };
+        if wildcard {
+            return Err(bad("a condition reads one value: [*] is not allowed"));
+        }
+        Ok(placeholder)
     }
 
     /// `after` (SPEC §3.2): names of calls that must finish first, each once.
@@ -386,16 +550,18 @@ impl CallCompiler<'_, '_> {
         Ok(dependencies)
     }
 
-    /// The dependencies the templates and `for_each` imply (SPEC §3.2), added to `after`'s; and
-    /// a `for_each` call must use `{item}`, or every item would make the same call.
+    /// The dependencies the templates, `when`, `for_each` and `join` imply (SPEC §3.2, §3.6),
+    /// added to `after`'s; and a `for_each` call must use `{item}`, or every item would make the
+    /// same call.
     fn implied_dependencies(&self, call: &mut Call) -> Result<(), ConfigError> {
         let implied: Vec<CallId> = call
-            .placeholders()
+            .references()
             .filter_map(|p| match p.source {
                 Source::Call { call, .. } => Some(call),
                 _ => None,
             })
             .chain(call.fan_out.as_ref().map(|f| f.source))
+            .chain(call.join.as_ref().map(|j| j.target))
             .collect();
         for dependency in implied {
             if !call.dependencies.contains(&dependency) {

@@ -1,6 +1,7 @@
 //! What a route's templates read (SPEC §3): the slots of the client inputs, interned as the
 //! templates are parsed, and the names of the route's calls they may refer to.
 
+use crate::json_path::JsonPath;
 use crate::plan::template::Resolve;
 use crate::plan::CallId;
 
@@ -17,6 +18,9 @@ pub struct RouteInputs<'a> {
     pub current_call: usize,
     /// The call being compiled has `for_each`, so `{item}` is allowed.
     pub item_allowed: bool,
+    /// The call being compiled is a batch join: the source and path of the keys it joins on,
+    /// whose placeholder sends a chunk's keys (`Source::Batch`).
+    pub batch_keys: Option<(CallId, JsonPath)>,
     /// Some template reads `request.body.<field>`.
     pub reads_body_fields: bool,
 }
@@ -30,6 +34,7 @@ impl<'a> RouteInputs<'a> {
             call_names,
             current_call: 0,
             item_allowed: false,
+            batch_keys: None,
             reads_body_fields: false,
         }
     }
@@ -64,8 +69,19 @@ impl Resolve for RouteInputs<'_> {
                 Err("a call cannot read its own response".to_string())
             }
             Some(call) => Ok(CallId::new(call)),
-            None => Err(format!("the route has no call named \"{name}\"")),
+            None => {
+                let hint = crate::config::closest(name, &self.call_names)
+                    .map(|known| format!(" (did you mean \"{known}\"?)"))
+                    .unwrap_or_default();
+                Err(format!("the route has no call named \"{name}\"{hint}"))
+            }
         }
+    }
+
+    fn batch_keys(&mut self, call: CallId, path: &JsonPath) -> bool {
+        self.batch_keys
+            .as_ref()
+            .is_some_and(|(source, keys)| *source == call && keys.same_path(path))
     }
 
     fn item(&mut self) -> Result<(), String> {

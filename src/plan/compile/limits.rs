@@ -14,6 +14,9 @@ pub const MAX_MS: u64 = 86_400_000;
 pub const MAX_BODY_BYTES: u64 = 1 << 30;
 /// Upper bound of `max_fan_out`: a safety net against configurations that could flood a cluster.
 pub const MAX_FAN_OUT: u64 = 1000;
+/// Upper bound of `max_batch`, keys in one request of a batch join: as many as `max_fan_out`
+/// allows requests, so a chunk never carries more keys than a fan-out could make calls.
+pub const MAX_BATCH: u64 = 1000;
 /// Upper bound of `max_inflight`, aggregations per worker.
 pub const MAX_INFLIGHT: u64 = 1_000_000;
 /// Upper bound of `retries.attempts`, the first attempt included.
@@ -40,6 +43,7 @@ pub const TIMEOUT_MS: Limit = limit("timeout_ms", 1, MAX_MS);
 pub const DEADLINE_MS: Limit = limit("deadline_ms", 1, MAX_MS);
 pub const MAX_BODY: Limit = limit("max_body_bytes", 1, MAX_BODY_BYTES);
 pub const FAN_OUT: Limit = limit("max_fan_out", 1, MAX_FAN_OUT);
+pub const BATCH: Limit = limit("max_batch", 1, MAX_BATCH);
 pub const INFLIGHT: Limit = limit("max_inflight", 1, MAX_INFLIGHT);
 pub const HEDGE_AFTER_MS: Limit = limit("hedge_after_ms", 1, MAX_MS);
 pub const RETRY_ATTEMPTS: Limit = limit("retries.attempts", 1, MAX_ATTEMPTS);
@@ -52,11 +56,12 @@ pub const BREAKER_OPEN_MS: Limit = limit("circuit_breaker.open_ms", 1, MAX_MS);
 
 /// The whole table, for tests that hold it against the JSON Schema and the levels.
 #[cfg(test)]
-pub const ALL: [Limit; 13] = [
+pub const ALL: [Limit; 14] = [
     TIMEOUT_MS,
     DEADLINE_MS,
     MAX_BODY,
     FAN_OUT,
+    BATCH,
     INFLIGHT,
     HEDGE_AFTER_MS,
     RETRY_ATTEMPTS,
@@ -87,22 +92,24 @@ pub fn check(written: &[Written], place: &Place, prefix: &str) -> Result<(), Con
 }
 
 /// The bounded values of `defaults` (SPEC §2.1), all written (or defaulted).
-pub fn of_defaults(defaults: &Defaults) -> [Written; 5] {
+pub fn of_defaults(defaults: &Defaults) -> [Written; 6] {
     [
         (TIMEOUT_MS, Some(defaults.timeout_ms)),
         (DEADLINE_MS, Some(defaults.deadline_ms)),
         (MAX_BODY, Some(defaults.max_body_bytes)),
         (FAN_OUT, Some(defaults.max_fan_out)),
+        (BATCH, Some(defaults.max_batch)),
         (INFLIGHT, defaults.max_inflight),
     ]
 }
 
 /// The bounded values a route writes for itself and its calls (SPEC §2.2).
-pub fn of_route(route: &RouteConfig) -> [Written; 5] {
+pub fn of_route(route: &RouteConfig) -> [Written; 6] {
     [
         (TIMEOUT_MS, route.timeout_ms),
         (MAX_BODY, route.max_body_bytes),
         (FAN_OUT, route.max_fan_out),
+        (BATCH, route.max_batch),
         (DEADLINE_MS, route.deadline_ms),
         (INFLIGHT, route.max_inflight.value().copied()),
     ]
