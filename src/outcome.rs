@@ -204,7 +204,9 @@ pub fn judge_answer(
     if status == 504 && body == ENVOY_TIMEOUT_BODY {
         return Err(Failure::new(Reason::Timeout).with_detail("upstream request timeout"));
     }
-    if status == 503 && ENVOY_CONNECT_BODIES.iter().any(|p| body.starts_with(p)) {
+    // 503 for refused, reset or no host; 502 when the connection spoke the wrong protocol (an
+    // HTTP/2 cluster whose service only speaks HTTP/1.1): a connection fault either way.
+    if matches!(status, 502 | 503) && ENVOY_CONNECT_BODIES.iter().any(|p| body.starts_with(p)) {
         return Err(Failure::new(Reason::Connect).with_detail(excerpt(&body)));
     }
     let mut failure =
@@ -400,6 +402,8 @@ mod tests {
             judge(503, "no healthy upstream").unwrap_err().reason,
             Reason::Connect
         );
+        let protocol = "upstream connect error or disconnect/reset before headers. reset reason: protocol error";
+        assert_eq!(judge(502, protocol).unwrap_err().reason, Reason::Connect);
         let own_504 = judge(504, "{\"busy\":true}").unwrap_err();
         assert_eq!(
             (own_504.reason, own_504.status),
