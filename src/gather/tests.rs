@@ -407,6 +407,17 @@ fn a_reset_at_the_timeout_is_a_timeout() {
         body(&r)["_meta"]["errors"],
         json!({"a": {"reason": "timeout"}, "b": {"reason": "connect"}})
     );
+    // The last quarter of the timeout counts as the timeout (Envoy's timers fire early by the
+    // age of its loop's cached clock); before it, a reset is a reset.
+    let (mut gather, _) = start(&route, "1", "");
+    gather.ev(
+        Event::Reset {
+            attempt: AttemptId::nth(0),
+        },
+        74 * MS,
+    );
+    let r = response(gather.ev(answer(1, "{}"), 80 * MS));
+    assert_eq!(body(&r)["_meta"]["errors"]["a"]["reason"], "connect");
 }
 
 fn start_with_body(
