@@ -359,7 +359,6 @@ fn collect<'v>(value: &'v Value, segments: &[Segment], found: &mut Vec<&'v Value
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
 

@@ -263,7 +263,6 @@ fn excerpt(body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn judge(status: u16, body: &str) -> Result<Success, Failure> {

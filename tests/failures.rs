@@ -1,11 +1,4 @@
 //! Outcomes of failing calls and the status policy (SPEC §4), in real Envoy.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 

@@ -3,13 +3,6 @@
 //! (a 30-digit id stays exact, `1.10` stays `1.10`, `1E+2` stays `1E+2`) and objects keep their
 //! keys in the order they arrived. The assertions compare the bytes the client (or an
 //! upstream) receives, since a parsed comparison would not see a reordered key.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 

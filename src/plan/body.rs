@@ -169,7 +169,6 @@ impl JsonTemplate {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::plan::matcher::Capture;
     use crate::plan::CallId;

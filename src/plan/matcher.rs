@@ -153,7 +153,6 @@ fn is_capture_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn seg(s: &str) -> Capture {

@@ -509,7 +509,6 @@ fn write_header(value: &Resolved<'_>, out: &mut String) -> Option<()> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
 

@@ -455,7 +455,6 @@ pub fn server_timing(calls: &[CallView<'_>]) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
     use super::*;
     use crate::outcome::Reason;
     use serde_json::json;

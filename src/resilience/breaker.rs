@@ -146,7 +146,6 @@ fn decode(bytes: &[u8]) -> Option<State> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::resilience::MemoryStore;
 

@@ -160,7 +160,6 @@ impl<'a> Entry<'a> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::resilience::MemoryStore;
 

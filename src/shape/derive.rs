@@ -177,7 +177,6 @@ fn extreme(values: Vec<&Number>, wanted: Ordering) -> Value {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
 

@@ -83,7 +83,6 @@ pub fn compare_sort_keys(a: &Value, b: &Value) -> Ordering {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
 

@@ -99,7 +99,6 @@ impl CallShape {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::config;
     use serde_json::json;
