@@ -17,6 +17,8 @@ pub mod render;
 pub mod resilience;
 pub mod shape;
 pub mod stats;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time;
 
 #[cfg(target_arch = "wasm32")]
