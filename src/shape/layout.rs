@@ -30,7 +30,9 @@ pub fn deep_merge(into: &mut Value, from: Value) {
 /// `concat` sorting: by the value at `path` inside each element.
 #[derive(Debug)]
 pub struct Sort {
+    /// `sort_by`: the value compared, inside each element.
     pub path: JsonPath,
+    /// `order`: ascending (the default) or descending.
     pub order: Order,
 }
 

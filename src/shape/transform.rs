@@ -5,6 +5,9 @@ use crate::config::{CallConfig, ConfigError};
 use crate::json_path::{self, JsonPath};
 use serde_json::Value;
 
+/// A call's transforms (SPEC §5), compiled once by [`CallShape::compile`] and applied to every
+/// successful answer of the call before the layout; later calls' templates still read the
+/// upstream body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallShape {
     extract: Option<JsonPath>,
