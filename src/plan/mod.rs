@@ -148,8 +148,8 @@ pub struct Call {
     /// The largest upstream body accepted, in bytes (1 to [`MAX_BODY_BYTES`]); a larger one
     /// fails the attempt with `too_large`, unread.
     pub max_body_bytes: u64,
-    /// Calls that must finish first: implied by `{calls.…}` templates, `when`, `for_each`
-    /// and `join`, or listed in `after`.
+    /// Calls that must settle first (ids into [`Route::calls`]), each once: implied by
+    /// `{calls.…}` templates, `when`, `for_each` and `join`, or listed in `after`.
     pub dependencies: Vec<CallId>,
     /// A later call reads values from this call's body, so it is parsed, not only validated.
     pub body_needed: bool,
