@@ -122,3 +122,36 @@ impl RouteJson {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn routes_are_written_in_the_order_given_and_escaped() {
+        let other = route("other", "/o")
+            .methods(&["GET", "POST"])
+            .call(json!({"name": "x"}));
+        let page_route = page()
+            .key("deadline_ms", 300)
+            .key("response", json!({"layout": "merge"}))
+            .calls(r#"{"name":"a"},{"name":"b"}"#)
+            .calls("");
+        assert_eq!(
+            config([&other, &page_route]),
+            concat!(
+                r#"{"routes":[{"name":"other","match":{"path":"/o","methods":["GET","POST"]},"calls":[{"name":"x"}]},"#,
+                r#"{"name":"page","match":{"path":"/p/{id}"},"deadline_ms":300,"response":{"layout":"merge"},"calls":[{"name":"a"},{"name":"b"}]}]}"#
+            )
+        );
+        assert_eq!(
+            route("q\"r", "/").config(),
+            r#"{"routes":[{"name":"q\"r","match":{"path":"/"},"calls":[]}]}"#
+        );
+        assert_eq!(
+            page_with(r#"{"name":"a"}"#),
+            page().calls(r#"{"name":"a"}"#).config()
+        );
+    }
+}
