@@ -1017,10 +1017,13 @@ impl Envoy {
 
     /// The value of one counter or gauge from `/stats`, if it exists.
     pub fn stat(&self, name: &str) -> Option<u64> {
-        self.stats().lines().find_map(|line| {
-            let (n, v) = line.split_once(": ")?;
-            (n == name).then(|| v.trim().parse().ok()).flatten()
-        })
+        stat_in(&self.stats(), name)
+    }
+
+    /// The value of one counter or gauge from `/stats`; panics if it does not exist.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.stat(name)
+            .unwrap_or_else(|| panic!("no stat {name} in /stats"))
     }
 
     /// The value of the filter's own counter or gauge `name` (below [`FILTER_STATS`]);
@@ -1112,17 +1115,19 @@ impl Envoy {
 /// The prefix of the filter's own stats in Envoy's `/stats`.
 pub const FILTER_STATS: &str = "wasmcustom.gateway_aggregator.";
 
+/// The value of counter or gauge `name` in a `/stats` text ([`Envoy::stats`]), if it is there.
+pub fn stat_in(stats: &str, name: &str) -> Option<u64> {
+    stats.lines().find_map(|line| {
+        let (n, v) = line.split_once(": ")?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
 /// The value of the filter's counter or gauge `name` (below [`FILTER_STATS`]) in a `/stats`
-/// text read once ([`Envoy::stats`]); panics if it is absent or not a number.
+/// text read once ([`Envoy::stats`]); panics if it is absent.
 pub fn filter_stat(stats: &str, name: &str) -> u64 {
-    let key = format!("{FILTER_STATS}{name}: ");
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .unwrap_or_else(|| panic!("no stat {name}"))
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("stat {name} is not a number"))
+    stat_in(stats, &format!("{FILTER_STATS}{name}"))
+        .unwrap_or_else(|| panic!("no stat {FILTER_STATS}{name} in /stats"))
 }
 
 impl Drop for Envoy {
