@@ -104,12 +104,15 @@ impl CallShape {
 mod tests {
     use super::*;
     use crate::config;
+    use crate::testing;
     use serde_json::json;
 
     fn shape(call: &str) -> CallShape {
-        let json = format!(
-            r#"{{"routes":[{{"name":"r","match":{{"path":"/"}},"calls":[{{"name":"c","cluster":"k","path":"/",{call}}}]}}]}}"#
-        );
+        let json = testing::route("r", "/")
+            .calls(&format!(
+                r#"{{"name":"c","cluster":"k","path":"/",{call}}}"#
+            ))
+            .config();
         let config = config::parse(json.as_bytes()).unwrap();
         CallShape::compile(&config.routes[0].calls[0])
             .unwrap()
