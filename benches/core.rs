@@ -13,41 +13,52 @@
 //! Quick by design (small sample, short measurement); criterion's usual flags work, e.g.
 //! `cargo bench --bench core -- nested`.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-use criterion::{criterion_group, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput};
 use gateway_aggregator::gather::{Action, AttemptId, ClientRequest, Event, Gather};
 use gateway_aggregator::plan::Plan;
 use gateway_aggregator::resilience::MemoryStore;
+use gateway_aggregator::testing::{self, route};
 use gateway_aggregator::time::Instant;
+use serde_json::{json, Value};
 use std::hint::black_box;
 use std::rc::Rc;
 use std::time::Duration;
 
 const CALLS: [&str; 4] = ["a", "b", "c", "d"];
 
-/// The filter configuration of one route with four calls, `response` spliced into the route.
-fn config(response: &str, call_extra: &str) -> String {
-    let calls: Vec<String> = CALLS
-        .iter()
-        .map(|c| {
-            format!(
-                r#"{{"name":"{c}","cluster":"{c}","path":"/items/{{path.id}}?lang={{query.lang|en}}"{call_extra}}}"#
-            )
-        })
-        .collect();
-    format!(
-        r#"{{"routes":[
-            {{"name":"other","match":{{"path":"/other/{{id}}"}},"calls":[{{"name":"x","cluster":"x","path":"/x"}}]}},
-            {{"name":"agg","match":{{"path":"/agg/{{id}}"}},"deadline_ms":1000{response},"calls":[{}]}}
-        ]}}"#,
-        calls.join(",")
-    )
+/// The variants: name, the route's `response` (none: the default layout), keys added to every
+/// call.
+fn variants() -> [(&'static str, Option<Value>, Value); 3] {
+    [
+        ("nested", None, json!({})),
+        ("merge", Some(json!({"layout": "merge"})), json!({})),
+        (
+            "merge_shaped",
+            Some(json!({"layout": "merge", "derive": {
+                "summary.items": {"count": "a_items"},
+                "summary.max_price": {"max": "b_items[*].price"}}})),
+            json!({"omit": ["internal"], "rename": {"updated_at": "meta.updated"}}),
+        ),
+    ]
+}
+
+/// The filter configuration: a route the requests do not match, then the route `agg` with four
+/// calls, `response` on the route and `call_keys` added to every call.
+fn config(response: Option<Value>, call_keys: &Value) -> String {
+    let other = route("other", "/other/{id}").calls(r#"{"name":"x","cluster":"x","path":"/x"}"#);
+    let mut agg = route("agg", "/agg/{id}").key("deadline_ms", 1000);
+    if let Some(response) = response {
+        agg = agg.key("response", response);
+    }
+    for c in CALLS {
+        let mut call =
+            json!({"name": c, "cluster": c, "path": "/items/{path.id}?lang={query.lang|en}"});
+        if let (Some(call), Some(keys)) = (call.as_object_mut(), call_keys.as_object()) {
+            call.extend(keys.clone());
+        }
+        agg = agg.call(call);
+    }
+    testing::config([&other, &agg])
 }
 
 /// A ~1 KB JSON object for call `name`; every body shares `common` (merged deeply) and has
@@ -74,19 +85,20 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(response: &str, call_extra: &str) -> Fixture {
-        let plan = Plan::compile(config(response, call_extra).as_bytes()).expect("valid config");
+    fn new(response: Option<Value>, call_keys: &Value) -> Result<Fixture, String> {
+        let plan =
+            Plan::compile(config(response, call_keys).as_bytes()).map_err(|e| e.to_string())?;
         let bodies = CALLS.iter().map(|c| body(c)).collect();
-        Fixture { plan, bodies }
+        Ok(Fixture { plan, bodies })
     }
 
     /// One client request, from route match to the final response body.
-    fn request(&self, store: &MemoryStore, bodies: Vec<Vec<u8>>) -> Vec<u8> {
+    fn request(&self, store: &MemoryStore, bodies: Vec<Vec<u8>>) -> Result<Vec<u8>, String> {
         let path = "/agg/42?lang=de";
         let matched = self
             .plan
             .find("GET", path, &mut |_| None)
-            .expect("the route matches");
+            .ok_or("the route does not match")?;
         let headers = matched
             .route
             .headers
@@ -111,7 +123,9 @@ impl Fixture {
             .filter_map(Action::dispatch)
             .map(|d| d.attempt)
             .collect();
-        assert_eq!(attempts.len(), CALLS.len(), "four dispatches");
+        if attempts.len() != CALLS.len() {
+            return Err(format!("{} dispatches, not four", attempts.len()));
+        }
         let mut last = Vec::new();
         for ((attempt, body), now) in attempts.into_iter().zip(bodies).zip(100u64..) {
             let event = Event::Answered {
@@ -123,25 +137,24 @@ impl Fixture {
             last = gather.on_event(event, Instant::from_micros(now), store);
         }
         match last.pop() {
-            Some(Action::Respond(response)) => {
-                assert_eq!(response.status, 200);
-                response.body
-            }
-            other => panic!("expected the response after the last answer, got {other:?}"),
+            Some(Action::Respond(response)) if response.status == 200 => Ok(response.body),
+            other => Err(format!(
+                "expected a 200 answer after the last answer, got {other:?}"
+            )),
         }
     }
 }
 
-fn bench_variant(c: &mut Criterion, name: &str, fixture: &Fixture) {
+fn bench_variant(c: &mut Criterion, name: &str, fixture: &Fixture) -> Result<(), String> {
     let store = MemoryStore::default();
     // Sanity check outside the measurement: the answer carries every call.
-    let sample = fixture.request(&store, fixture.bodies.clone());
-    let text = String::from_utf8(sample).expect("UTF-8 answer");
-    for call in CALLS {
-        assert!(
-            text.contains(&format!("\"{call}_id\"")),
-            "{name}: answer lacks {call}: {text}"
-        );
+    let sample = fixture.request(&store, fixture.bodies.clone())?;
+    let text = String::from_utf8(sample).map_err(|e| e.to_string())?;
+    if let Some(call) = CALLS
+        .iter()
+        .find(|call| !text.contains(&format!("\"{call}_id\"")))
+    {
+        return Err(format!("{name}: answer lacks {call}: {text}"));
     }
     let input_bytes: usize = fixture.bodies.iter().map(Vec::len).sum();
     let mut group = c.benchmark_group("request");
@@ -156,77 +169,71 @@ fn bench_variant(c: &mut Criterion, name: &str, fixture: &Fixture) {
         )
     });
     group.finish();
+    Ok(())
 }
 
-fn core(c: &mut Criterion) {
+fn core(c: &mut Criterion) -> Result<(), String> {
     let sizes: Vec<usize> = CALLS.iter().map(|c| body(c).len()).collect();
     eprintln!("core bench: 4 upstream bodies of {sizes:?} bytes");
-    let nested = Fixture::new("", "");
-    let merge = Fixture::new(r#","response":{"layout":"merge"}"#, "");
-    let shaped = Fixture::new(
-        r#","response":{"layout":"merge","derive":{"summary.items":{"count":"a_items"},"summary.max_price":{"max":"b_items[*].price"}}}"#,
-        r#","omit":["internal"],"rename":{"updated_at":"meta.updated"}"#,
-    );
-    bench_variant(c, "nested", &nested);
-    bench_variant(c, "merge", &merge);
-    bench_variant(c, "merge_shaped", &shaped);
+    for (name, response, call_keys) in variants() {
+        bench_variant(c, name, &Fixture::new(response, &call_keys)?)?;
+    }
 
     // A request no filter route matches: what the core adds to a pass-through request.
+    let plan = Fixture::new(None, &json!({}))?.plan;
     c.bench_function("find_miss", |b| {
         b.iter(|| {
             black_box(
-                nested
-                    .plan
-                    .find("GET", black_box("/plain/0ms?x=1"), &mut |_| None)
+                plan.find("GET", black_box("/plain/0ms?x=1"), &mut |_| None)
                     .is_none(),
             )
         })
     });
+    Ok(())
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
+/// What `criterion_group!` and `criterion_main!` would write, for a `core` that returns errors.
+fn benches() -> Result<(), String> {
+    let mut c = Criterion::default()
         .sample_size(30)
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
-    targets = core
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    core(&mut c)?;
+    c.final_summary();
+    Ok(())
 }
 
 /// `CORE_COUNT=<variant>:<requests>` runs that many requests of one variant without timing
 /// them, for an instruction count that does not depend on how busy the machine is:
 /// `valgrind --tool=callgrind` once with N requests and once with 0, and the difference over N
 /// is the instructions per request (`scripts/core-instructions.sh` does this for every variant).
-fn count(spec: &str) {
+fn count(spec: &str) -> Result<(), String> {
     let (variant, requests) = spec
         .split_once(':')
-        .expect("CORE_COUNT=<variant>:<requests>");
-    let requests: usize = requests.parse().expect("a number of requests");
-    let fixture = match variant {
-        "nested" => Fixture::new("", ""),
-        "merge" => Fixture::new(r#","response":{"layout":"merge"}"#, ""),
-        "merge_shaped" => Fixture::new(
-            r#","response":{"layout":"merge","derive":{"summary.items":{"count":"a_items"},"summary.max_price":{"max":"b_items[*].price"}}}"#,
-            r#","omit":["internal"],"rename":{"updated_at":"meta.updated"}"#,
-        ),
-        other => panic!("unknown variant {other}"),
-    };
+        .ok_or("CORE_COUNT=<variant>:<requests>")?;
+    let requests: usize = requests
+        .parse()
+        .map_err(|_| format!("CORE_COUNT: {requests} is not a number of requests"))?;
+    let (_, response, call_keys) = variants()
+        .into_iter()
+        .find(|(name, _, _)| *name == variant)
+        .ok_or_else(|| format!("unknown variant {variant}"))?;
+    let fixture = Fixture::new(response, &call_keys)?;
     let store = MemoryStore::default();
     // The bodies are copied before the requests, as in the timed benchmark.
     let inputs: Vec<Vec<Vec<u8>>> = (0..requests).map(|_| fixture.bodies.clone()).collect();
     let mut bytes = 0;
     for bodies in inputs {
-        bytes += black_box(fixture.request(&store, bodies)).len();
+        bytes += black_box(fixture.request(&store, bodies)?).len();
     }
     println!("{variant}: {requests} requests, {bytes} bytes answered");
+    Ok(())
 }
 
-fn main() {
+fn main() -> Result<(), String> {
     match std::env::var("CORE_COUNT") {
         Ok(spec) => count(&spec),
-        Err(_) => {
-            benches();
-            Criterion::default().configure_from_args().final_summary();
-        }
+        Err(_) => benches(),
     }
 }

@@ -76,7 +76,6 @@ pub fn header_map_bytes(headers: impl IntoIterator<Item = (usize, usize)>) -> u6
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use serde_json::{json, Value};
 

@@ -5,8 +5,9 @@
 //! (JavaScript reads them as `Infinity`).
 //!
 //! Built for the hot path: every upstream answer in the default layout goes through here and
-//! nowhere else, so it replaces a serde pass plus a separate depth pass (and catches invalid
-//! UTF-8 inside strings, which serde's ignoring deserializer lets through). It allocates
+//! nowhere else, so it replaces a serde pass plus a separate depth pass. It also refuses what
+//! serde_json's ignoring deserializer (`from_slice::<IgnoredAny>`) lets through: invalid UTF-8
+//! inside strings, lone surrogates in `\u` escapes, and nesting of any depth. It allocates
 //! nothing unless the objects open at one point hold more than [`INLINE_KEYS`] keys together
 //! (counting one entry per open object).
 //!
@@ -21,29 +22,44 @@ use std::fmt;
 /// Why a body is not acceptable JSON, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
+    /// What is wrong.
     pub problem: Problem,
     /// Byte offset of the problem.
     pub at: usize,
 }
 
+/// What is wrong with a body; [`Invalid`]'s `Display` words it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
+    /// Bytes that are not UTF-8 (anywhere, strings included).
     NotUtf8,
     /// The text starts with a UTF-8 byte order mark, which RFC 8259 §8.1 does not allow.
     ByteOrderMark,
     /// An object repeats a key (after unescaping): the key, unescaped. `at` is the repeat.
     DuplicateKey(Box<str>),
+    /// Arrays and objects nest deeper than the limit given (the number).
     TooDeep(usize),
+    /// Something other than a value where one belongs.
     ExpectedValue,
+    /// Something other than a string where an object's key belongs.
     ExpectedKey,
+    /// No `:` after an object's key.
     ExpectedColon,
+    /// No `,` or `}` after an object's member.
     ExpectedCommaOrBrace,
+    /// No `,` or `]` after an array's element.
     ExpectedCommaOrBracket,
+    /// The text ends before its value is complete (or holds no value at all).
     UnexpectedEnd,
+    /// An unescaped control character (below U+0020) inside a string.
     ControlCharacter,
+    /// A `\` escape JSON does not have, or a `\u` without four hex digits.
     InvalidEscape,
+    /// A `\u` escape of half a surrogate pair without its other half.
     LoneSurrogate,
+    /// A `-`, `.` or exponent not followed by a digit (`-x`, `1.x`, `1ex`).
     InvalidNumber,
+    /// More than whitespace after the value.
     TrailingCharacters,
 }
 
@@ -852,12 +868,6 @@ impl Checker<'_> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
 

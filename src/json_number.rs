@@ -420,7 +420,6 @@ fn write_plain(negative: bool, digits: &[u8], zeros: i64, scale: usize) -> Strin
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use bigdecimal::BigDecimal;
     use std::str::FromStr;

@@ -11,6 +11,8 @@ enum Segment {
     Every,
 }
 
+/// A parsed dot path (`reviews.items[*].stars`): what `extract`, `select`, `sort_by`,
+/// `for_each`, `derive` and `{calls.<call>.<path>}` read. The empty path is the whole value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonPath {
     text: String,
@@ -20,7 +22,9 @@ pub struct JsonPath {
 /// What a path finds in a value.
 #[derive(Debug, PartialEq)]
 pub enum Found<'v> {
+    /// The path leads nowhere (a missing key, an index out of range, a scalar on the way).
     Nothing,
+    /// The value at a path without `[*]`.
     One(&'v Value),
     /// The path has `[*]`: every match, in document order.
     Many(Vec<&'v Value>),
@@ -42,6 +46,7 @@ impl JsonPath {
         })
     }
 
+    /// The path as written.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -52,10 +57,13 @@ impl JsonPath {
         self.segments == other.segments
     }
 
+    /// Whether the path has a `[*]` segment (and so finds [`Found::Many`]).
     pub fn has_wildcard(&self) -> bool {
         self.segments.contains(&Segment::Every)
     }
 
+    /// What the path finds in `root`: with `[*]`, every match (perhaps none); without, the
+    /// one value or nothing.
     pub fn find<'v>(&self, root: &'v Value) -> Found<'v> {
         if self.has_wildcard() {
             let mut found = Vec::new();
@@ -359,7 +367,6 @@ fn collect<'v>(value: &'v Value, segments: &[Segment], found: &mut Vec<&'v Value
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
 

@@ -6,21 +6,51 @@ use crate::json_check;
 use crate::json_number;
 use serde_json::Value;
 
-/// Why a call failed: the fixed list of SPEC §4.
+/// Why a call failed: the fixed list of SPEC §4. Clients see it by its [name](Reason::as_str)
+/// in `_meta.errors`, in `server-timing` and in error bodies; each has a
+/// `failure.<reason>` counter per call. [`Failure::client_status`] says what a required call's
+/// failure answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
+    /// `timeout`: no complete answer within the attempt's timeout (the call's `timeout_ms`,
+    /// cut to the route deadline). Envoy answers the attempt with its own `504` `upstream
+    /// request timeout`, or, when the answer's headers had arrived, resets it at the timeout.
     Timeout,
+    /// `status`: the upstream answered, but not 2xx; [`Failure::status`] holds the status.
     Status,
+    /// `connect`: connection refused or reset, or no healthy host: Envoy's `503` `upstream
+    /// connect error or disconnect/reset before headers…` or `no healthy upstream`, a reset
+    /// before the answer was complete, or Envoy unable to start the attempt.
     Connect,
+    /// `invalid_body`: a 2xx body that is not JSON (or not UTF-8 with `"format": "text"`), nests
+    /// deeper than [`MAX_JSON_DEPTH`], repeats a key in one object, or starts with a byte order
+    /// mark.
     InvalidBody,
+    /// `too_large`: a 2xx body over the call's `max_body_bytes`, left unread.
     TooLarge,
+    /// `missing_input`: a template reads a value that is absent (or empty, or `null`) and has
+    /// no default; the call is not made. [`Failure::input`] names the placeholder.
     MissingInput,
+    /// `invalid_input`: a template reads a value it cannot use: not UTF-8 once decoded, an
+    /// object, a header value with CR, LF or NUL, a `.` or `..` path segment, a client body
+    /// that is not JSON, or a `for_each` item that is not a scalar; the call is not made.
     InvalidInput,
+    /// `dependency_failed`: a call this one depends on failed without a fallback; the call is
+    /// not made. [`Failure::dependency`] names it.
     DependencyFailed,
+    /// `deadline`: the call was ready to go only after the route deadline; never dispatched.
     Deadline,
+    /// `dispatch`: Envoy refused the attempt (unknown or not yet warmed cluster). Clusters are
+    /// not checked at configure time.
     Dispatch,
+    /// `too_many_items`: a `for_each` call found more distinct items than its `max_fan_out`;
+    /// nothing was sent.
     TooManyItems,
+    /// `circuit_open`: the circuit breaker of the call's cluster is open; nothing was sent.
     CircuitOpen,
+    /// `overload`: the route has `max_inflight` aggregations in flight on this worker; the
+    /// client is answered 503 before any call is made (SPEC §6). It names the refusal in the
+    /// error body, never a call's failure.
     Overload,
 }
 
@@ -83,9 +113,11 @@ impl Reason {
     }
 }
 
-/// A failed call and what the client may learn about it.
+/// A failed call (or `for_each` item) and what the client may learn about it: the reason and
+/// the fields that go with it in `_meta.errors` and in error bodies (SPEC §4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
+    /// Why it failed.
     pub reason: Reason,
     /// The upstream status, for `status`.
     pub status: Option<u16>,
@@ -104,6 +136,7 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A failure with only its reason; set the fields that apply to it afterwards.
     pub fn new(reason: Reason) -> Failure {
         Failure {
             reason,
@@ -117,6 +150,8 @@ impl Failure {
         }
     }
 
+    /// The same failure with `detail`: upstream or Envoy text, or our own words, shown only
+    /// on routes with `expose_errors`.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Failure {
         self.detail = Some(detail.into().into_boxed_str());
         self
@@ -265,7 +300,6 @@ fn excerpt(body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn judge(status: u16, body: &str) -> Result<Success, Failure> {

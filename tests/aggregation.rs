@@ -1,11 +1,4 @@
 //! Aggregation end to end: the built .wasm in real Envoy, programmable upstreams on loopback.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 

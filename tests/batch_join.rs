@@ -2,17 +2,11 @@
 //! parallel, the answers joined back by key; a key missing from the answer reported per item; a
 //! failed chunk with and without a fallback; big-integer keys; keys in a POST body and a wrapped
 //! answer; too many chunks; a required batch join.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 
 use common::*;
+use gateway_aggregator::testing::{config, route, RouteJson};
 use serde_json::{json, Value};
 use std::thread;
 use std::time::Duration;
@@ -48,18 +42,17 @@ fn users(delay_ms: u64, down: bool) -> Upstream {
 
 /// A route `/<name>` with `posts` and a batch join `authors` of its items' `author`, two keys
 /// per request; `authors_extra` adds keys to the batch call.
-fn feed_route(name: &str, authors_extra: &str) -> String {
-    format!(
-        r#"{{"name":"{name}","match":{{"path":"/{name}"}},"calls":[
-        {{"name":"posts","cluster":"posts","path":"/posts"}},
-        {{"name":"authors","cluster":"users","path":"/users?ids={{calls.posts.items[*].author}}",
-         "join":{{"into":"posts.items","on":"author","match":"id","as":"author_detail"}},
-         "max_batch":2{authors_extra}}}]}}"#
-    )
+fn feed_route(name: &str, authors_extra: &str) -> RouteJson {
+    route(name, &format!("/{name}")).calls(&format!(
+        r#"{{"name":"posts","cluster":"posts","path":"/posts"}},
+           {{"name":"authors","cluster":"users","path":"/users?ids={{calls.posts.items[*].author}}",
+            "join":{{"into":"posts.items","on":"author","match":"id","as":"author_detail"}},
+            "max_batch":2{authors_extra}}}"#
+    ))
 }
 
 fn feed(authors_extra: &str) -> String {
-    format!(r#"{{"routes":[{}]}}"#, feed_route("feed", authors_extra))
+    feed_route("feed", authors_extra).config()
 }
 
 fn user(id: &str) -> Value {
@@ -102,13 +95,7 @@ fn keys_go_out_in_parallel_chunks_and_a_missing_key_is_reported_per_item() {
         .contains(r#"authors;dur="#));
 
     thread::sleep(Duration::from_millis(1300));
-    let stat = |name: &str| {
-        envoy
-            .stat(&format!(
-                "wasmcustom.gateway_aggregator.route.feed.call.authors.{name}"
-            ))
-            .unwrap_or_else(|| panic!("no stat {name}"))
-    };
+    let stat = |name: &str| envoy.filter_stat(&format!("route.feed.call.authors.{name}"));
     assert_eq!(stat("attempts"), 3, "one request per chunk");
     assert_eq!(stat("success"), 4, "one per key answered");
     assert_eq!(stat("failure.status"), 1, "the missing key");
@@ -119,11 +106,10 @@ fn keys_go_out_in_parallel_chunks_and_a_missing_key_is_reported_per_item() {
 fn a_failed_chunk_fails_its_keys_and_a_fallback_stands_in_for_each() {
     let posts = Upstream::json(POSTS);
     let users = users(0, true);
-    let config = format!(
-        r#"{{"routes":[{},{}]}}"#,
-        feed_route("feed", ""),
-        feed_route("kind", r#","fallback":{"name":"unknown"}"#)
-    );
+    let config = config([
+        &feed_route("feed", ""),
+        &feed_route("kind", r#","fallback":{"name":"unknown"}"#),
+    ]);
     let envoy = Envoy::builder(&config)
         .cluster("posts", posts.port())
         .cluster("users", users.port())

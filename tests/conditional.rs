@@ -3,17 +3,11 @@
 //! `server-timing` and the stats; their dependents are skipped too; a skipped required call
 //! fails nothing; a condition reading a failed dependency follows SPEC §3.2; the equality rules;
 //! `wait_for` counts only calls not skipped; wrong conditions are refused at load.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 
 use common::*;
+use gateway_aggregator::testing::page_with;
 use serde_json::json;
 use std::thread;
 use std::time::Duration;
@@ -27,7 +21,8 @@ fn catalog() -> Upstream {
     })
 }
 
-const PAGE: &str = r#"{"routes":[{"name":"page","match":{"path":"/p/{id}"},"calls":[
+/// The calls of the route `page` at `/p/{id}`.
+const CALLS: &str = r#"
     {"name":"product","cluster":"catalog","path":"/products/{path.id}","required":true},
     {"name":"shipping","cluster":"shipping","path":"/shipping/{path.id}","fallback":{"eta":null},
      "when":{"equals":["calls.product.kind","physical"]}},
@@ -35,13 +30,7 @@ const PAGE: &str = r#"{"routes":[{"name":"page","match":{"path":"/p/{id}"},"call
     {"name":"profile","cluster":"users","path":"/users/{header.x-user-id}","required":true,
      "when":{"present":"header.x-user-id"}},
     {"name":"reviews","cluster":"reviews","path":"/reviews/{path.id}",
-     "when":{"in":["query.include",["reviews","all"]]}}]}]}"#;
-
-fn stat(envoy: &Envoy, name: &str) -> u64 {
-    envoy
-        .stat(&format!("wasmcustom.gateway_aggregator.{name}"))
-        .unwrap_or_else(|| panic!("no stat {name}"))
-}
+     "when":{"in":["query.include",["reviews","all"]]}}"#;
 
 #[test]
 fn skipped_calls_and_their_dependents_never_reach_upstreams_and_are_reported() {
@@ -56,7 +45,7 @@ fn skipped_calls_and_their_dependents_never_reach_upstreams_and_are_reported() {
     });
     let users = Upstream::json(r#"{"name":"Ann"}"#);
     let reviews = Upstream::json(r#"{"stars":5}"#);
-    let envoy = Envoy::builder(PAGE)
+    let envoy = Envoy::builder(&page_with(CALLS))
         .cluster("catalog", catalog.port())
         .cluster("shipping", shipping.port())
         .cluster("users", users.port())
@@ -104,7 +93,7 @@ fn skipped_calls_and_their_dependents_never_reach_upstreams_and_are_reported() {
         ("route.page.call.reviews.skipped", 1),
         ("route.page.call.product.skipped", 0),
     ] {
-        assert_eq!(stat(&envoy, name), count, "{name}");
+        assert_eq!(envoy.filter_stat(name), count, "{name}");
     }
     envoy.assert_no_vm_failures();
 }
@@ -222,22 +211,13 @@ fn a_wrong_condition_is_refused_at_load_in_one_line() {
             r#"route "page" call "shipping" key "when.all[0].presnt": unknown key (did you mean "present"?)"#,
         ),
     ] {
-        let config = format!(
-            r#"{{"routes":[{{"name":"page","match":{{"path":"/p/{{id}}"}},"calls":[
-            {{"name":"product","cluster":"c","path":"/products/{{path.id}}"}},
-            {{"name":"shipping","cluster":"c","path":"/s","when":{when}}}]}}]}}"#
-        );
-        let log = match Envoy::builder(&config)
+        let config = page_with(&format!(
+            r#"{{"name":"product","cluster":"c","path":"/products/{{path.id}}"}},
+               {{"name":"shipping","cluster":"c","path":"/s","when":{when}}}"#
+        ));
+        let line = Envoy::builder(&config)
             .cluster("c", closed_port())
-            .try_start()
-        {
-            Ok(envoy) => panic!("Envoy started:\n{}", envoy.log()),
-            Err(log) => log,
-        };
-        let line = log
-            .lines()
-            .find(|l| l.contains("configuration rejected"))
-            .unwrap_or_else(|| panic!("no rejection line in the log:\n{log}"));
+            .rejection();
         assert!(line.contains(expected), "{line}\nexpected: {expected}");
     }
 }

@@ -1,32 +1,15 @@
 //! Invalid configurations are refused at configure time: Envoy does not start, and its log
 //! names route, call and key in one line (SPEC §2).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 
 use common::*;
+use gateway_aggregator::testing::page_with;
 
 fn refused_with(config: &str, expected: &str) {
-    let log = match Envoy::builder(config)
+    let line = Envoy::builder(config)
         .cluster("c", closed_port())
-        .try_start()
-    {
-        Ok(envoy) => panic!(
-            "Envoy started with an invalid configuration:\n{}",
-            envoy.log()
-        ),
-        Err(log) => log,
-    };
-    let line = log
-        .lines()
-        .find(|l| l.contains("configuration rejected"))
-        .unwrap_or_else(|| panic!("no rejection line in the log:\n{log}"));
+        .rejection();
     assert!(
         line.contains(expected),
         "log line:\n{line}\nexpected to contain:\n{expected}"
@@ -34,19 +17,15 @@ fn refused_with(config: &str, expected: &str) {
     assert!(line.contains("[error][wasm]"), "{line}");
 }
 
-fn route(calls: &str) -> String {
-    format!(r#"{{"routes":[{{"name":"page","match":{{"path":"/p/{{id}}"}},"calls":[{calls}]}}]}}"#)
-}
-
 #[test]
 fn unknown_key_is_named_with_a_suggestion() {
     refused_with(
-        &route(r#"{"name":"reviews","cluster":"c","path":"/r","timout_ms":100}"#),
+        &page_with(r#"{"name":"reviews","cluster":"c","path":"/r","timout_ms":100}"#),
         r#"route "page" call "reviews" key "timout_ms": unknown key (did you mean "timeout_ms"?)"#,
     );
     // One level down, the same style, with the key's full path.
     refused_with(
-        &route(r#"{"name":"reviews","cluster":"c","path":"/r","retries":{"atempts":2}}"#),
+        &page_with(r#"{"name":"reviews","cluster":"c","path":"/r","retries":{"atempts":2}}"#),
         r#"route "page" call "reviews" key "retries.atempts": unknown key (did you mean "attempts"?); known keys here: attempts, backoff_ms, on"#,
     );
 }
@@ -54,11 +33,13 @@ fn unknown_key_is_named_with_a_suggestion() {
 #[test]
 fn duplicate_and_badly_named_calls() {
     refused_with(
-        &route(r#"{"name":"a","cluster":"c","path":"/"},{"name":"a","cluster":"c","path":"/"}"#),
+        &page_with(
+            r#"{"name":"a","cluster":"c","path":"/"},{"name":"a","cluster":"c","path":"/"}"#,
+        ),
         r#"route "page" call "a" key "name": another call of this route has the same name"#,
     );
     refused_with(
-        &route(r#"{"name":"Product","cluster":"c","path":"/"}"#),
+        &page_with(r#"{"name":"Product","cluster":"c","path":"/"}"#),
         r#"route "page" call "Product" key "name": "Product" is not a valid name"#,
     );
 }
@@ -66,17 +47,17 @@ fn duplicate_and_badly_named_calls() {
 #[test]
 fn unknown_references_and_cycles() {
     refused_with(
-        &route(r#"{"name":"a","cluster":"c","path":"/{calls.ghost.id}"}"#),
+        &page_with(r#"{"name":"a","cluster":"c","path":"/{calls.ghost.id}"}"#),
         r#"route "page" call "a" key "path": placeholder "{calls.ghost.id}": the route has no call named "ghost""#,
     );
     refused_with(
-        &route(
+        &page_with(
             r#"{"name":"a","cluster":"c","path":"/","after":["b"]},{"name":"b","cluster":"c","path":"/{calls.a.x}"}"#,
         ),
         r#"route "page" key "calls": dependency cycle: a -> b -> a"#,
     );
     refused_with(
-        &route(r#"{"name":"a","cluster":"c","path":"/{path.ident}"}"#),
+        &page_with(r#"{"name":"a","cluster":"c","path":"/{path.ident}"}"#),
         r#"route "page" call "a" key "path": placeholder "{path.ident}": match.path has no such capture"#,
     );
 }
@@ -84,7 +65,7 @@ fn unknown_references_and_cycles() {
 #[test]
 fn wrong_types_and_values() {
     refused_with(
-        &route(r#"{"name":"a","cluster":"c","path":"/","required":"yes"}"#),
+        &page_with(r#"{"name":"a","cluster":"c","path":"/","required":"yes"}"#),
         r#"route "page" call "a" key "required": invalid type: string "yes", expected a boolean"#,
     );
     refused_with(
@@ -97,19 +78,10 @@ fn wrong_types_and_values() {
 #[test]
 fn names_holding_control_characters_keep_the_error_on_one_line() {
     // A JSON "\n" inside a call name: the log line must not break (log parsers, alerts).
-    let config = r#"{"routes":[{"name":"page","match":{"path":"/p/{id}"},"calls":[
-        {"name":"evil\nname","cluster":"c","path":"/x"}]}]}"#;
-    let log = match Envoy::builder(config)
+    let config = page_with(r#"{"name":"evil\nname","cluster":"c","path":"/x"}"#);
+    let line = Envoy::builder(&config)
         .cluster("c", closed_port())
-        .try_start()
-    {
-        Ok(envoy) => panic!("Envoy started:\n{}", envoy.log()),
-        Err(log) => log,
-    };
-    let line = log
-        .lines()
-        .find(|l| l.contains("configuration rejected"))
-        .unwrap_or_else(|| panic!("no rejection line in the log:\n{log}"));
+        .rejection();
     assert!(
         line.contains(r#"call "evil\nname""#),
         "escaped name in: {line}"

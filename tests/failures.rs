@@ -1,30 +1,22 @@
 //! Outcomes of failing calls and the status policy (SPEC §4), in real Envoy.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 
 use common::*;
+use gateway_aggregator::testing::route;
 use serde_json::json;
 use std::time::Duration;
-
-fn one_route(calls: &str) -> String {
-    format!(r#"{{"routes":[{{"name":"r","match":{{"path":"/agg/{{id}}"}},"calls":[{calls}]}}]}}"#)
-}
 
 #[test]
 fn per_call_timeout_uses_the_fallback_and_marks_the_answer_incomplete() {
     let fast = Upstream::json(r#"{"fast":true}"#);
     let slow = Upstream::json_delayed(r#"{"late":true}"#, 2000);
-    let config = one_route(
-        r#"{"name":"fast","cluster":"fast","path":"/"},
-           {"name":"reviews","cluster":"slow","path":"/","timeout_ms":150,"fallback":{"items":[],"average":null}}"#,
-    );
+    let config = route("r", "/agg/{id}")
+        .calls(
+            r#"{"name":"fast","cluster":"fast","path":"/"},
+               {"name":"reviews","cluster":"slow","path":"/","timeout_ms":150,"fallback":{"items":[],"average":null}}"#,
+        )
+        .config();
     let envoy = Envoy::builder(&config)
         .cluster("fast", fast.port())
         .cluster("slow", slow.port())
@@ -54,10 +46,14 @@ fn per_call_timeout_uses_the_fallback_and_marks_the_answer_incomplete() {
 fn route_deadline_bounds_the_whole_aggregation() {
     let slow = Upstream::json_delayed("1", 3000);
     let fast = Upstream::json("2");
-    let config = r#"{"routes":[{"name":"r","match":{"path":"/agg"},"deadline_ms":250,"calls":[
-        {"name":"slow","cluster":"slow","path":"/","timeout_ms":5000},
-        {"name":"fast","cluster":"fast","path":"/"}]}]}"#;
-    let envoy = Envoy::builder(config)
+    let config = route("r", "/agg")
+        .key("deadline_ms", 250)
+        .calls(
+            r#"{"name":"slow","cluster":"slow","path":"/","timeout_ms":5000},
+               {"name":"fast","cluster":"fast","path":"/"}"#,
+        )
+        .config();
+    let envoy = Envoy::builder(&config)
         .cluster("slow", slow.port())
         .cluster("fast", fast.port())
         .start();
@@ -85,17 +81,19 @@ fn optional_failures_are_omitted_and_reported_with_their_reason() {
         ))
     });
     let big = Upstream::json(&format!(r#"{{"blob":"{}"}}"#, "x".repeat(5000)));
-    let config = one_route(
-        r#"{"name":"ok","cluster":"ok","path":"/"},
-           {"name":"broken","cluster":"broken","path":"/"},
-           {"name":"garbage","cluster":"garbage","path":"/"},
-           {"name":"reset","cluster":"reset","path":"/"},
-           {"name":"cut","cluster":"cut","path":"/"},
-           {"name":"refused","cluster":"refused","path":"/"},
-           {"name":"no_hosts","cluster":"empty","path":"/"},
-           {"name":"big","cluster":"big","path":"/","max_body_bytes":1000},
-           {"name":"ghost","cluster":"no_such_cluster","path":"/"}"#,
-    );
+    let config = route("r", "/agg/{id}")
+        .calls(
+            r#"{"name":"ok","cluster":"ok","path":"/"},
+               {"name":"broken","cluster":"broken","path":"/"},
+               {"name":"garbage","cluster":"garbage","path":"/"},
+               {"name":"reset","cluster":"reset","path":"/"},
+               {"name":"cut","cluster":"cut","path":"/"},
+               {"name":"refused","cluster":"refused","path":"/"},
+               {"name":"no_hosts","cluster":"empty","path":"/"},
+               {"name":"big","cluster":"big","path":"/","max_body_bytes":1000},
+               {"name":"ghost","cluster":"no_such_cluster","path":"/"}"#,
+        )
+        .config();
     let envoy = Envoy::builder(&config)
         .cluster("ok", ok.port())
         .cluster("broken", broken.port())
@@ -131,9 +129,14 @@ fn optional_failures_are_omitted_and_reported_with_their_reason() {
 fn expose_errors_shows_upstream_details_for_debugging() {
     let broken =
         Upstream::start(|_| Behavior::Reply(Reply::json(503, r#"{"internal":"db down"}"#)));
-    let config = r#"{"routes":[{"name":"r","match":{"path":"/agg"},"expose_errors":true,"calls":[
-        {"name":"broken","cluster":"broken","path":"/"},{"name":"ghost","cluster":"ghost","path":"/"}]}]}"#;
-    let envoy = Envoy::builder(config)
+    let config = route("r", "/agg")
+        .key("expose_errors", true)
+        .calls(
+            r#"{"name":"broken","cluster":"broken","path":"/"},
+               {"name":"ghost","cluster":"ghost","path":"/"}"#,
+        )
+        .config();
+    let envoy = Envoy::builder(&config)
         .cluster("broken", broken.port())
         .start();
     let errors = &envoy.get("/agg").json()["_meta"]["errors"];
@@ -153,10 +156,12 @@ fn required_5xx_is_502_without_upstream_internals() {
         Behavior::Reply(Reply::json(503, r#"{"trace":"at db.internal:5432"}"#))
     });
     let other = Upstream::json("1");
-    let config = one_route(
-        r#"{"name":"product","cluster":"catalog","path":"/p/{path.id}","required":true},
-           {"name":"other","cluster":"other","path":"/"}"#,
-    );
+    let config = route("r", "/agg/{id}")
+        .calls(
+            r#"{"name":"product","cluster":"catalog","path":"/p/{path.id}","required":true},
+               {"name":"other","cluster":"other","path":"/"}"#,
+        )
+        .config();
     let envoy = Envoy::builder(&config)
         .cluster("catalog", catalog.port())
         .cluster("other", other.port())
@@ -185,9 +190,9 @@ fn required_404_is_passed_through_with_the_upstream_json_body() {
             Behavior::Reply(Reply::text(409, "conflict, not json"))
         }
     });
-    let config = one_route(
-        r#"{"name":"product","cluster":"catalog","path":"/p/{path.id}","required":true}"#,
-    );
+    let config = route("r", "/agg/{id}")
+        .calls(r#"{"name":"product","cluster":"catalog","path":"/p/{path.id}","required":true}"#)
+        .config();
     let envoy = Envoy::builder(&config)
         .cluster("catalog", catalog.port())
         .start();
@@ -209,10 +214,12 @@ fn required_404_is_passed_through_with_the_upstream_json_body() {
 fn required_timeout_is_504_and_answers_without_waiting_for_the_rest() {
     let catalog = Upstream::json_delayed("{}", 3000);
     let slow_optional = Upstream::json_delayed("{}", 2000);
-    let config = one_route(
-        r#"{"name":"product","cluster":"catalog","path":"/","required":true,"timeout_ms":200},
-           {"name":"extra","cluster":"extra","path":"/","timeout_ms":1500}"#,
-    );
+    let config = route("r", "/agg/{id}")
+        .calls(
+            r#"{"name":"product","cluster":"catalog","path":"/","required":true,"timeout_ms":200},
+               {"name":"extra","cluster":"extra","path":"/","timeout_ms":1500}"#,
+        )
+        .config();
     let envoy = Envoy::builder(&config)
         .cluster("catalog", catalog.port())
         .cluster("extra", slow_optional.port())
@@ -229,10 +236,13 @@ fn required_timeout_is_504_and_answers_without_waiting_for_the_rest() {
 #[test]
 fn missing_required_client_input_is_400_naming_it_and_calls_nothing() {
     let search = Upstream::json("[]");
-    let config = r#"{"routes":[{"name":"r","match":{"path":"/search"},"calls":[
-        {"name":"other","cluster":"search","path":"/other"},
-        {"name":"results","cluster":"search","path":"/search?q={query.q}&lang={header.accept-language|en}","required":true}]}]}"#;
-    let envoy = Envoy::builder(config)
+    let config = route("r", "/search")
+        .calls(
+            r#"{"name":"other","cluster":"search","path":"/other"},
+               {"name":"results","cluster":"search","path":"/search?q={query.q}&lang={header.accept-language|en}","required":true}"#,
+        )
+        .config();
+    let envoy = Envoy::builder(&config)
         .cluster("search", search.port())
         .start();
     let response = envoy.get("/search?page=2");
@@ -256,7 +266,9 @@ fn missing_required_client_input_is_400_naming_it_and_calls_nothing() {
 
 #[test]
 fn required_call_to_an_unknown_cluster_is_502() {
-    let config = one_route(r#"{"name":"product","cluster":"nowhere","path":"/","required":true}"#);
+    let config = route("r", "/agg/{id}")
+        .calls(r#"{"name":"product","cluster":"nowhere","path":"/","required":true}"#)
+        .config();
     let envoy = Envoy::builder(&config).start();
     let response = envoy.get("/agg/1");
     assert_eq!(response.status, 502);
@@ -271,10 +283,14 @@ fn json_with_invalid_utf8_inside_a_string_is_invalid_body() {
     let latin1 =
         Upstream::start(|_| Behavior::Reply(Reply::empty(200).body(b"{\"name\":\"caf\xe9\"}")));
     let good = Upstream::json(r#"{"name":"cafe"}"#);
-    let config = r#"{"routes":[{"name":"r","match":{"path":"/agg/{id}"},"expose_errors":true,"calls":[
-        {"name":"latin1","cluster":"latin1","path":"/"},
-        {"name":"good","cluster":"good","path":"/"}]}]}"#;
-    let envoy = Envoy::builder(config)
+    let config = route("r", "/agg/{id}")
+        .key("expose_errors", true)
+        .calls(
+            r#"{"name":"latin1","cluster":"latin1","path":"/"},
+               {"name":"good","cluster":"good","path":"/"}"#,
+        )
+        .config();
+    let envoy = Envoy::builder(&config)
         .cluster("latin1", latin1.port())
         .cluster("good", good.port())
         .start();
@@ -303,15 +319,17 @@ fn hostile_upstreams_never_take_the_vm_down() {
     let nested = Upstream::json(&("[".repeat(100) + &"]".repeat(100)));
     let binary =
         Upstream::start(|_| Behavior::Reply(Reply::empty(200).body(&[0xff, 0xfe, 0x00, 0x7b])));
-    let config = one_route(
-        r#"{"name":"hang","cluster":"hang","path":"/","timeout_ms":200},
-           {"name":"trickle","cluster":"trickle","path":"/","timeout_ms":300},
-           {"name":"deep","cluster":"deep","path":"/"},
-           {"name":"deep_parsed","cluster":"deep","path":"/"},
-           {"name":"needs_deep","cluster":"deep","path":"/{calls.deep_parsed.0}"},
-           {"name":"nested","cluster":"nested","path":"/"},
-           {"name":"binary","cluster":"binary","path":"/","format":"text"}"#,
-    );
+    let config = route("r", "/agg/{id}")
+        .calls(
+            r#"{"name":"hang","cluster":"hang","path":"/","timeout_ms":200},
+               {"name":"trickle","cluster":"trickle","path":"/","timeout_ms":300},
+               {"name":"deep","cluster":"deep","path":"/"},
+               {"name":"deep_parsed","cluster":"deep","path":"/"},
+               {"name":"needs_deep","cluster":"deep","path":"/{calls.deep_parsed.0}"},
+               {"name":"nested","cluster":"nested","path":"/"},
+               {"name":"binary","cluster":"binary","path":"/","format":"text"}"#,
+        )
+        .config();
     let envoy = Envoy::builder(&config)
         .cluster("hang", hang.port())
         .cluster("trickle", trickle.port())

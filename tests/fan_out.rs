@@ -1,11 +1,4 @@
 //! Per-item calls, array placeholders and selective fetching (SPEC §3.4, §3.5, §5), in real Envoy.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 

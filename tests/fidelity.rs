@@ -3,17 +3,12 @@
 //! (a 30-digit id stays exact, `1.10` stays `1.10`, `1E+2` stays `1E+2`) and objects keep their
 //! keys in the order they arrived. The assertions compare the bytes the client (or an
 //! upstream) receives, since a parsed comparison would not see a reordered key.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 
 use common::*;
+use gateway_aggregator::testing::{config, route, RouteJson};
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -24,32 +19,23 @@ const NUM: &str = r#"{"data":{"id":123456789012345678901234567890,"snow":9007199
 /// `NUM`'s `data`, as the client must see it.
 const DATA: &str = r#"{"id":123456789012345678901234567890,"snow":9007199254740993,"neg":-9223372036854775809,"price":1.10,"sci":1E+2,"deep":{"n":18446744073709551616},"z":1,"a":2}"#;
 
-fn route(name: &str, extra: &str, calls: &str) -> String {
-    format!(r#"{{"name":"{name}","match":{{"path":"/{name}"}}{extra},"calls":[{calls}]}}"#)
-}
-
-fn config(routes: &[String]) -> String {
-    format!(r#"{{"routes":[{}]}}"#, routes.join(","))
+/// A route named `name` at `/<name>`.
+fn at(name: &str) -> RouteJson {
+    route(name, &format!("/{name}"))
 }
 
 #[test]
 fn extract_and_merge_answer_the_upstream_numbers_and_key_order() {
     let num = Upstream::json(NUM);
     let extract = r#"{"name":"num","cluster":"num","path":"/n","extract":"data"}"#;
-    let envoy = Envoy::builder(&config(&[
-        route("nested", "", extract),
-        route(
-            "merge",
-            r#","response":{"layout":"merge"}"#,
-            &format!(
+    let envoy = Envoy::builder(&config([
+        &at("nested").calls(extract),
+        &at("merge")
+            .key("response", json!({"layout": "merge"}))
+            .calls(&format!(
                 r#"{extract},{{"name":"more","cluster":"num","path":"/m","extract":"data.deep"}}"#
-            ),
-        ),
-        route(
-            "spliced",
-            "",
-            r#"{"name":"num","cluster":"num","path":"/n"}"#,
-        ),
+            )),
+        &at("spliced").calls(r#"{"name":"num","cluster":"num","path":"/n"}"#),
     ]))
     .cluster("num", num.port())
     .start();
@@ -77,20 +63,15 @@ fn extract_and_merge_answer_the_upstream_numbers_and_key_order() {
 #[test]
 fn select_omit_rename_and_as_keep_numbers_and_key_order() {
     let num = Upstream::json(NUM);
-    let envoy = Envoy::builder(&config(&[
-        route(
-            "select",
-            "",
-            r#"{"name":"num","cluster":"num","path":"/n","extract":"data","select":["a","deep.n","sci","id"]}"#,
-        ),
-        route(
-            "omit",
-            "",
-            r#"{"name":"num","cluster":"num","path":"/n","as":"item","omit":["data.snow","data.deep"],"rename":{"data.price":"data.amount","data.a":"first_a"}}"#,
-        ),
-    ]))
-    .cluster("num", num.port())
-    .start();
+    let select = at("select").calls(
+        r#"{"name":"num","cluster":"num","path":"/n","extract":"data","select":["a","deep.n","sci","id"]}"#,
+    );
+    let omit = at("omit").calls(
+        r#"{"name":"num","cluster":"num","path":"/n","as":"item","omit":["data.snow","data.deep"],"rename":{"data.price":"data.amount","data.a":"first_a"}}"#,
+    );
+    let envoy = Envoy::builder(&config([&select, &omit]))
+        .cluster("num", num.port())
+        .start();
     assert_eq!(
         envoy.get("/select").text(),
         r#"{"num":{"id":123456789012345678901234567890,"sci":1E+2,"deep":{"n":18446744073709551616},"a":2},"_meta":{"complete":true}}"#,
@@ -113,11 +94,17 @@ fn concat_sorts_big_integers_by_exact_value() {
     let shard_b = Upstream::json(
         r#"[{"id":9007199254740992,"s":"b1"},{"id":123456789012345678901234567890,"s":"b2"},{"id":1E+2,"s":"b3"}]"#,
     );
-    let envoy = Envoy::builder(&config(&[route(
-        "search",
-        r#","response":{"layout":"concat","sort_by":"id","order":"asc","limit":5}"#,
-        r#"{"name":"a","cluster":"a","path":"/s"},{"name":"b","cluster":"b","path":"/s"}"#,
-    )]))
+    let envoy = Envoy::builder(
+        &at("search")
+            .key(
+                "response",
+                json!({"layout": "concat", "sort_by": "id", "order": "asc", "limit": 5}),
+            )
+            .calls(
+                r#"{"name":"a","cluster":"a","path":"/s"},{"name":"b","cluster":"b","path":"/s"}"#,
+            )
+            .config(),
+    )
     .cluster("a", shard_a.port())
     .cluster("b", shard_b.port())
     .start();
@@ -135,16 +122,17 @@ fn derived_fields_return_inputs_as_written_and_sum_exactly() {
     let amounts = Upstream::json(
         r#"{"ids":[123456789012345678901234567890,123456789012345678901234567891,7],"cents":[1.10,2,0.05],"huge":[1e600,1e-600],"none":null,"sci":1E+2}"#,
     );
-    let derive = r#","response":{"derive":{
-        "max_id":{"max":"amounts.ids"},"min_id":{"min":"amounts.ids"},
-        "total_ids":{"sum":"amounts.ids"},"total_cents":{"sum":"amounts.cents"},
-        "first":{"coalesce":["amounts.none","amounts.sci"]},"all":{"concat":["amounts.ids"]},
-        "huge":{"sum":"amounts.huge"}}}"#;
-    let envoy = Envoy::builder(&config(&[route(
-        "sums",
-        derive,
-        r#"{"name":"amounts","cluster":"amounts","path":"/a"}"#,
-    )]))
+    let derive = json!({"derive": {
+        "max_id": {"max": "amounts.ids"}, "min_id": {"min": "amounts.ids"},
+        "total_ids": {"sum": "amounts.ids"}, "total_cents": {"sum": "amounts.cents"},
+        "first": {"coalesce": ["amounts.none", "amounts.sci"]}, "all": {"concat": ["amounts.ids"]},
+        "huge": {"sum": "amounts.huge"}}});
+    let envoy = Envoy::builder(
+        &at("sums")
+            .key("response", derive)
+            .calls(r#"{"name":"amounts","cluster":"amounts","path":"/a"}"#)
+            .config(),
+    )
     .cluster("amounts", amounts.port())
     .start();
     let response = envoy.get("/sums");
@@ -169,18 +157,19 @@ fn derived_fields_return_inputs_as_written_and_sum_exactly() {
 fn templates_write_the_digits_the_upstream_sent() {
     let num = Upstream::json(NUM);
     let items = Upstream::json(r#"{"ok":true}"#);
-    let envoy = Envoy::builder(&config(&[route(
-        "dep",
-        "",
-        r#"{"name":"num","cluster":"num","path":"/n"},
-           {"name":"item","cluster":"items","method":"POST",
-            "path":"/items/{calls.num.data.id}?sci={calls.num.data.sci}&price={calls.num.data.price}",
-            "headers":{"x-snow":"{calls.num.data.snow}"},
-            "body":{"id":"{calls.num.data.id}","note":"neg {calls.num.data.neg}","deep":"{calls.num.data.deep}","fixed":1E+2}}"#,
-    )]))
-    .cluster("num", num.port())
-    .cluster("items", items.port())
-    .start();
+    let config = at("dep")
+        .calls(
+            r#"{"name":"num","cluster":"num","path":"/n"},
+               {"name":"item","cluster":"items","method":"POST",
+                "path":"/items/{calls.num.data.id}?sci={calls.num.data.sci}&price={calls.num.data.price}",
+                "headers":{"x-snow":"{calls.num.data.snow}"},
+                "body":{"id":"{calls.num.data.id}","note":"neg {calls.num.data.neg}","deep":"{calls.num.data.deep}","fixed":1E+2}}"#,
+        )
+        .config();
+    let envoy = Envoy::builder(&config)
+        .cluster("num", num.port())
+        .cluster("items", items.port())
+        .start();
     assert_eq!(envoy.get("/dep").status, 200);
     let hit = &items.hits()[0];
     assert_eq!(
@@ -203,16 +192,17 @@ fn per_item_calls_and_joins_match_big_ids_exactly() {
     let users = Upstream::start(|r| {
         Behavior::Reply(Reply::json(200, &format!(r#"{{"path":"{}"}}"#, r.path)))
     });
-    let envoy = Envoy::builder(&config(&[route(
-        "posts",
-        "",
-        r#"{"name":"posts","cluster":"posts","path":"/p"},
-           {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author",
-            "join":{"into":"posts.items","on":"author","as":"who"}}"#,
-    )]))
-    .cluster("posts", posts.port())
-    .cluster("users", users.port())
-    .start();
+    let config = at("posts")
+        .calls(
+            r#"{"name":"posts","cluster":"posts","path":"/p"},
+               {"name":"authors","cluster":"users","path":"/users/{item}","for_each":"calls.posts.items[*].author",
+                "join":{"into":"posts.items","on":"author","as":"who"}}"#,
+        )
+        .config();
+    let envoy = Envoy::builder(&config)
+        .cluster("posts", posts.port())
+        .cluster("users", users.port())
+        .start();
     let response = envoy.get("/posts");
     assert_eq!(response.status, 200);
     let mut paths: Vec<String> = users.hits().into_iter().map(|h| h.path).collect();
@@ -245,12 +235,14 @@ fn cached_and_stale_answers_keep_their_numbers_and_order() {
             Behavior::Reply(Reply::json(500, "{}"))
         }
     });
-    let envoy = Envoy::builder(&config(&[route(
-        "cached",
-        "",
-        r#"{"name":"num","cluster":"num","path":"/n","extract":"data",
-            "cache":{"ttl_ms":300,"stale_if_error_ms":10000}}"#,
-    )]))
+    let envoy = Envoy::builder(
+        &at("cached")
+            .calls(
+                r#"{"name":"num","cluster":"num","path":"/n","extract":"data",
+                   "cache":{"ttl_ms":300,"stale_if_error_ms":10000}}"#,
+            )
+            .config(),
+    )
     .cluster("num", num.port())
     .start();
     let expected = format!(r#"{{"num":{DATA},"_meta":{{"complete":true}}}}"#);
@@ -303,13 +295,12 @@ fn request_body_values_keep_their_digits() {
 
 #[test]
 fn fallbacks_keep_configuration_order_and_spelling() {
-    let envoy = Envoy::builder(&config(&[route(
-        "fallback",
-        "",
-        r#"{"name":"down","cluster":"down","path":"/d","fallback":{"z":[],"id":123456789012345678901234567890,"a":1.10,"e":1E+2}}"#,
-    )]))
-    .closed_cluster("down")
-    .start();
+    let config = at("fallback")
+        .calls(
+            r#"{"name":"down","cluster":"down","path":"/d","fallback":{"z":[],"id":123456789012345678901234567890,"a":1.10,"e":1E+2}}"#,
+        )
+        .config();
+    let envoy = Envoy::builder(&config).closed_cluster("down").start();
     let response = envoy.get("/fallback");
     assert_eq!(response.status, 200);
     assert!(

@@ -1,18 +1,12 @@
 //! Hardening: hostile client input and upstream faults under concurrent load. Every answer is
 //! well-formed with a SPEC status, nothing waits past the deadline, no VM fails, memory stays
 //! steady, and nothing the client sends is ever injected into an upstream request.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 
 use common::*;
-use serde_json::Value;
+use gateway_aggregator::testing::{config, route, RouteJson};
+use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -265,8 +259,9 @@ const REQUIRED_STATUS: [(&str, u16); 9] = [
 
 fn memory_allocated(envoy: &Envoy) -> u64 {
     let memory = request_to(envoy.admin_port(), "GET", "/memory", &[], b"").json();
-    memory["allocated"]
-        .as_str()
+    memory
+        .get("allocated")
+        .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
@@ -274,28 +269,27 @@ fn memory_allocated(envoy: &Envoy) -> u64 {
 #[test]
 fn faults_under_concurrent_load_stay_bounded_and_well_reported() {
     let upstreams = faulty_upstreams();
-    let calls: Vec<String> = upstreams
-        .iter()
-        .map(|(name, _)| {
-            format!(r#"{{"name":"{name}","cluster":"{name}","path":"/{name}","timeout_ms":250,"max_body_bytes":100000}}"#)
-        })
-        .collect();
     // One route with every fault as an optional call, and one route per fault where the call
     // is required (so the fault decides the status).
-    let required_routes: Vec<String> = upstreams
+    let mut all = route("all", "/all").key("deadline_ms", 400);
+    for (name, _) in &upstreams {
+        all = all.call(
+            json!({"name": name, "cluster": name, "path": format!("/{name}"),
+                   "timeout_ms": 250, "max_body_bytes": 100000}),
+        );
+    }
+    let required_routes: Vec<RouteJson> = upstreams
         .iter()
         .map(|(name, _)| {
-            format!(
-                r#"{{"name":"required-{name}","match":{{"path":"/required/{name}"}},"deadline_ms":400,"calls":[
-                {{"name":"x","cluster":"{name}","path":"/{name}","required":true,"timeout_ms":250,"max_body_bytes":100000}}]}}"#
-            )
+            route(&format!("required-{name}"), &format!("/required/{name}"))
+                .key("deadline_ms", 400)
+                .call(
+                    json!({"name": "x", "cluster": name, "path": format!("/{name}"),
+                           "required": true, "timeout_ms": 250, "max_body_bytes": 100000}),
+                )
         })
         .collect();
-    let config = format!(
-        r#"{{"routes":[{{"name":"all","match":{{"path":"/all"}},"deadline_ms":400,"calls":[{}]}},{}]}}"#,
-        calls.join(","),
-        required_routes.join(",")
-    );
+    let config = config(std::iter::once(&all).chain(&required_routes));
     let mut builder = Envoy::builder(&config).concurrency(2);
     for (name, upstream) in &upstreams {
         builder = builder.cluster(name, upstream.port());

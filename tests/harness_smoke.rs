@@ -1,11 +1,4 @@
 //! Tests of the test harness itself: the upstream's behaviors, the client, the Envoy launcher.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 
@@ -15,27 +8,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const FILTER_CONFIG: &str = r#"{"routes":[{"name":"r","match":{"path":"/agg/{id}"},"calls":[{"name":"a","cluster":"svc_a","path":"/a/{path.id}"}]}]}"#;
-
-fn connect(port: u16) -> TcpStream {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-}
-
-/// Everything the peer sends until it closes, and how the connection ended.
-fn read_until_closed(mut stream: &TcpStream) -> (Vec<u8>, Option<ErrorKind>) {
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return (received, None),
-            Ok(n) => received.extend_from_slice(&buf[..n]),
-            Err(e) => return (received, Some(e.kind())),
-        }
-    }
-}
 
 #[test]
 fn reply_builders_set_status_headers_body_and_length() {

@@ -12,13 +12,6 @@
 //! - the caveat the README states: the block on a service that speaks only HTTP/1.1 does not
 //!   hang or poison the answer. That call fails at once (Envoy sees a protocol error before any
 //!   answer and answers the call 502 itself), and the other calls answer as usual.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 mod yaml;
@@ -38,37 +31,49 @@ const RELATED: &str = r#"{"items":["43","44"]}"#;
 const STOCK: &str = r#"{"sku":"TRS-042","available":12}"#;
 
 /// The `typed_extension_protocol_options` of the clusters in `envoy/gateway.yaml`: every
-/// cluster has it, all alike, and it asks for HTTP/2 explicitly.
-fn shipped_http2_options() -> Value {
+/// cluster has it, all alike, and it asks for HTTP/2 explicitly. `Err` when the file cannot
+/// be read, or holds no such clusters.
+fn shipped_http2_options() -> Result<Value, String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/gateway.yaml");
-    let text = std::fs::read_to_string(path).expect("read envoy/gateway.yaml");
-    let documents = yaml::documents(&text, yaml::Reading::Yaml12).expect("envoy/gateway.yaml");
-    let clusters = documents[0]["static_resources"]["clusters"]
-        .as_array()
-        .expect("envoy/gateway.yaml: static_resources.clusters");
-    assert!(!clusters.is_empty(), "envoy/gateway.yaml: no clusters");
-    let options = &clusters[0]["typed_extension_protocol_options"];
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("read envoy/gateway.yaml: {e}"))?;
+    let documents = yaml::documents(&text, yaml::Reading::Yaml12)
+        .map_err(|e| format!("envoy/gateway.yaml: {e}"))?;
+    let clusters = documents
+        .first()
+        .and_then(|d| d.pointer("/static_resources/clusters"))
+        .and_then(Value::as_array)
+        .ok_or("envoy/gateway.yaml: no static_resources.clusters")?;
+    let options = clusters
+        .first()
+        .and_then(|c| c.get("typed_extension_protocol_options"))
+        .ok_or("envoy/gateway.yaml: no clusters, or the first without protocol options")?;
     for cluster in clusters {
         assert_eq!(
-            &cluster["typed_extension_protocol_options"], options,
+            cluster.get("typed_extension_protocol_options"),
+            Some(options),
             "envoy/gateway.yaml: cluster {} has other protocol options than the first",
-            cluster["name"]
+            cluster.get("name").unwrap_or(&Value::Null)
         );
     }
-    let http = &options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    let http = options
+        .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+        .unwrap_or(&Value::Null);
     assert_eq!(
-        http["@type"],
-        "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        http.get("@type").and_then(Value::as_str),
+        Some("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
     );
     assert!(
-        http["explicit_http_config"]["http2_protocol_options"].is_object(),
+        http.pointer("/explicit_http_config/http2_protocol_options")
+            .is_some_and(Value::is_object),
         "envoy/gateway.yaml: the clusters do not speak HTTP/2: {options}"
     );
-    options.clone()
+    Ok(options.clone())
 }
 
-fn http2_cluster() -> Value {
-    json!({ "typed_extension_protocol_options": shipped_http2_options() })
+/// A cluster's extra keys: the shipped HTTP/2 protocol options.
+fn http2_cluster() -> Result<Value, String> {
+    Ok(json!({ "typed_extension_protocol_options": shipped_http2_options()? }))
 }
 
 /// The services, over HTTP/1.1; each answer waits 30 ms so that the two catalog calls of one
@@ -85,12 +90,6 @@ fn services() -> Upstream {
     })
 }
 
-fn counter(envoy: &Envoy, name: &str) -> u64 {
-    envoy
-        .stat(name)
-        .unwrap_or_else(|| panic!("no stat {name} in /stats"))
-}
-
 #[test]
 fn the_filter_aggregates_over_the_shipped_http2_clusters() {
     const AGGREGATIONS: u64 = 3;
@@ -101,8 +100,8 @@ fn the_filter_aggregates_over_the_shipped_http2_clusters() {
         .default_upstream(services.port())
         .start();
     let gateway = Envoy::builder(CONFIG)
-        .cluster_with("catalog", h2c.port(), http2_cluster())
-        .cluster_with("inventory", h2c.port(), http2_cluster())
+        .cluster_with("catalog", h2c.port(), http2_cluster().unwrap())
+        .cluster_with("inventory", h2c.port(), http2_cluster().unwrap())
         .start();
 
     for _ in 0..AGGREGATIONS {
@@ -132,16 +131,16 @@ fn the_filter_aggregates_over_the_shipped_http2_clusters() {
 
     // The front received every call as an HTTP/2 request, none as HTTP/1.1.
     assert_eq!(
-        counter(&h2c, "http.ingress.downstream_rq_http2_total"),
+        h2c.counter("http.ingress.downstream_rq_http2_total"),
         3 * AGGREGATIONS
     );
-    assert_eq!(counter(&h2c, "http.ingress.downstream_rq_http1_total"), 0);
-    assert_eq!(counter(&h2c, "http.ingress.downstream_cx_http1_total"), 0);
+    assert_eq!(h2c.counter("http.ingress.downstream_rq_http1_total"), 0);
+    assert_eq!(h2c.counter("http.ingress.downstream_cx_http1_total"), 0);
 
     // The gateway spoke HTTP/2 only: one connection per cluster (one worker), which carried
     // every call, the two parallel catalog calls of each aggregation multiplexed on it.
     for (cluster, calls) in [("catalog", 2 * AGGREGATIONS), ("inventory", AGGREGATIONS)] {
-        let stat = |name: &str| counter(&gateway, &format!("cluster.{cluster}.{name}"));
+        let stat = |name: &str| gateway.counter(&format!("cluster.{cluster}.{name}"));
         assert_eq!(stat("upstream_cx_http1_total"), 0, "{cluster}");
         assert_eq!(stat("upstream_cx_http2_total"), 1, "{cluster}");
         assert_eq!(stat("upstream_cx_total"), 1, "{cluster}");
@@ -159,8 +158,8 @@ fn the_http2_block_on_a_service_that_speaks_only_http1_fails_its_calls_at_once()
         .start();
     // `inventory` is the HTTP/1.1-only service itself, configured as if it spoke HTTP/2.
     let gateway = Envoy::builder(CONFIG)
-        .cluster_with("catalog", h2c.port(), http2_cluster())
-        .cluster_with("inventory", services.port(), http2_cluster())
+        .cluster_with("catalog", h2c.port(), http2_cluster().unwrap())
+        .cluster_with("inventory", services.port(), http2_cluster().unwrap())
         .start();
 
     let response = gateway.get("/products/42");
@@ -187,7 +186,7 @@ fn the_http2_block_on_a_service_that_speaks_only_http1_fails_its_calls_at_once()
         "{body}"
     );
     assert!(
-        counter(&gateway, "cluster.inventory.upstream_cx_protocol_error") >= 1,
+        gateway.counter("cluster.inventory.upstream_cx_protocol_error") >= 1,
         "Envoy counts the mismatch as a protocol error"
     );
     gateway.assert_no_vm_failures();

@@ -25,12 +25,10 @@
 //! Not evaluated: the CRDs' CEL rules (`x-kubernetes-validations`; those that apply to a shipped
 //! manifest are printed) and `format`. istiod's validating webhook checks more than the schema;
 //! that needs a running Istio.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+
+// The checks are helpers outside #[test] functions, which clippy does not count as tests,
+// and they fail a test the way a test does: by panicking with the file and the place.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 mod yaml;
 

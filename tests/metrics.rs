@@ -1,12 +1,5 @@
 //! Envoy stats (SPEC §7): exact counts per route and call after a known mix of requests, and
 //! histogram samples; the shipped tag extraction turns route and call into Prometheus labels.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 
@@ -30,17 +23,6 @@ fn service() -> Upstream {
             _ => Behavior::Reply(Reply::json(200, "1")),
         }
     })
-}
-
-fn stat(stats: &str, name: &str) -> u64 {
-    let key = format!("wasmcustom.gateway_aggregator.{name}: ");
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .unwrap_or_else(|| panic!("no stat {name}"))
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("stat {name} is not a number"))
 }
 
 #[test]
@@ -81,30 +63,48 @@ fn stats_count_requests_outcomes_and_calls_exactly() {
     thread::sleep(Duration::from_millis(1300));
     let stats = envoy.stats();
 
-    assert_eq!(stat(&stats, "route.page.requests"), 7);
-    assert_eq!(stat(&stats, "route.page.complete"), 3);
-    assert_eq!(stat(&stats, "route.page.partial"), 2);
-    assert_eq!(stat(&stats, "route.page.failed_4xx"), 1);
-    assert_eq!(stat(&stats, "route.page.failed_5xx"), 1);
-    assert_eq!(stat(&stats, "route.page.call.a.success"), 7);
-    assert_eq!(stat(&stats, "route.page.call.b.success"), 5);
-    assert_eq!(stat(&stats, "route.page.call.b.failure.status"), 2);
-    assert_eq!(stat(&stats, "route.page.call.c.success"), 5);
-    assert_eq!(stat(&stats, "route.page.call.c.failure.status"), 2);
-    assert_eq!(stat(&stats, "route.page.call.c.failure.timeout"), 0);
+    assert_eq!(filter_stat(&stats, "route.page.requests"), 7);
+    assert_eq!(filter_stat(&stats, "route.page.complete"), 3);
+    assert_eq!(filter_stat(&stats, "route.page.partial"), 2);
+    assert_eq!(filter_stat(&stats, "route.page.failed_4xx"), 1);
+    assert_eq!(filter_stat(&stats, "route.page.failed_5xx"), 1);
+    assert_eq!(filter_stat(&stats, "route.page.call.a.success"), 7);
+    assert_eq!(filter_stat(&stats, "route.page.call.b.success"), 5);
+    assert_eq!(filter_stat(&stats, "route.page.call.b.failure.status"), 2);
+    assert_eq!(filter_stat(&stats, "route.page.call.c.success"), 5);
+    assert_eq!(filter_stat(&stats, "route.page.call.c.failure.status"), 2);
+    assert_eq!(filter_stat(&stats, "route.page.call.c.failure.timeout"), 0);
 
-    assert_eq!(stat(&stats, "route.resilient.requests"), 3);
-    assert_eq!(stat(&stats, "route.resilient.partial"), 3);
-    assert_eq!(stat(&stats, "route.resilient.call.cached.cache_hit"), 2);
-    assert_eq!(stat(&stats, "route.resilient.call.cached.attempts"), 1);
-    assert_eq!(stat(&stats, "route.resilient.call.retried.retries"), 1);
-    assert_eq!(stat(&stats, "route.resilient.call.retried.attempts"), 4);
-    assert_eq!(stat(&stats, "route.resilient.call.retried.success"), 3);
-    assert_eq!(stat(&stats, "route.resilient.call.down.fallback"), 3);
-    assert_eq!(stat(&stats, "route.resilient.call.down.failure.connect"), 3);
+    assert_eq!(filter_stat(&stats, "route.resilient.requests"), 3);
+    assert_eq!(filter_stat(&stats, "route.resilient.partial"), 3);
+    assert_eq!(
+        filter_stat(&stats, "route.resilient.call.cached.cache_hit"),
+        2
+    );
+    assert_eq!(
+        filter_stat(&stats, "route.resilient.call.cached.attempts"),
+        1
+    );
+    assert_eq!(
+        filter_stat(&stats, "route.resilient.call.retried.retries"),
+        1
+    );
+    assert_eq!(
+        filter_stat(&stats, "route.resilient.call.retried.attempts"),
+        4
+    );
+    assert_eq!(
+        filter_stat(&stats, "route.resilient.call.retried.success"),
+        3
+    );
+    assert_eq!(filter_stat(&stats, "route.resilient.call.down.fallback"), 3);
+    assert_eq!(
+        filter_stat(&stats, "route.resilient.call.down.failure.connect"),
+        3
+    );
 
     let histogram = |name: &str| {
-        let key = format!("wasmcustom.gateway_aggregator.{name}: ");
+        let key = format!("{FILTER_STATS}{name}: ");
         stats
             .lines()
             .find_map(|l| l.strip_prefix(&key).map(str::to_string))
@@ -153,8 +153,11 @@ fn circuit_openings_are_counted_per_cluster() {
     }
     thread::sleep(Duration::from_millis(1300));
     let stats = envoy.stats();
-    assert_eq!(stat(&stats, "cluster.broken.circuit_opened"), 1);
-    assert_eq!(stat(&stats, "route.r.call.a.failure.circuit_open"), 3);
+    assert_eq!(filter_stat(&stats, "cluster.broken.circuit_opened"), 1);
+    assert_eq!(
+        filter_stat(&stats, "route.r.call.a.failure.circuit_open"),
+        3
+    );
 }
 
 #[test]

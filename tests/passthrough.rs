@@ -1,11 +1,4 @@
 //! Requests no route matches continue to their Envoy route untouched (SPEC §1).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 

@@ -1,12 +1,5 @@
 //! Aggregating requests with bodies (SPEC §3.4): the client body is held until complete, sent
 //! on unchanged or through JSON templates, and never reaches the route's own upstream.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 

@@ -1,12 +1,5 @@
 //! Templates and forwarding (SPEC §3, §3.1, §2.1): client values are always data, and only the
 //! headers a call asks for reach it.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
 
 mod common;
 

@@ -17,6 +17,7 @@ use gateway_aggregator::time::Instant;
 use gateway_aggregator::json_check;
 use gateway_aggregator::plan::Plan;
 use gateway_aggregator::resilience::MemoryStore;
+use gateway_aggregator::testing;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
@@ -133,10 +134,14 @@ fn route(u: &mut Unstructured<'_>) -> Result<(String, Option<String>)> {
         .enumerate()
         .map(|(index, name)| call(u, index, name))
         .collect::<Result<Vec<_>>>()?;
-    let config = json!({"routes": [{
-        "name": "r", "match": {"path": "/"}, "expose_errors": u.ratio(1, 2)?,
-        "max_fan_out": 4, "response": response, "calls": calls}]});
-    Ok((config.to_string(), meta))
+    let mut route = testing::route("r", "/")
+        .key("expose_errors", u.ratio(1, 2)?)
+        .key("max_fan_out", 4)
+        .key("response", response);
+    for call in calls {
+        route = route.call(call);
+    }
+    Ok((route.config(), meta))
 }
 
 /// A JSON text from the key vocabulary, as text so that it can repeat a key (at any depth).

@@ -46,10 +46,7 @@ fuzz_target!(|data: &[u8]| {
         body: None,
     };
     let (_, actions) = Gather::start(matched.route, request, Instant::from_micros(0), Instant::from_micros(0), &MemoryStore::default());
-    for action in actions {
-        let Action::Dispatch(dispatch) = action else {
-            continue;
-        };
+    for dispatch in actions.iter().filter_map(Action::dispatch) {
         for (name, value) in &dispatch.request.headers {
             assert!(!value.contains(['\r', '\n', '\0']), "{name}: {value:?}");
             if name == ":path" {

@@ -11,32 +11,60 @@ use gateway_aggregator::gather::{Action, ClientRequest, Event, Gather, AttemptId
 use gateway_aggregator::time::Instant;
 use gateway_aggregator::plan::Plan;
 use gateway_aggregator::resilience::MemoryStore;
+use gateway_aggregator::testing::route;
 use libfuzzer_sys::fuzz_target;
+use serde_json::json;
 use std::rc::Rc;
 
-const CONFIGS: [&str; 5] = [
-    r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[
-      {"name":"a","cluster":"c","path":"/a"},
-      {"name":"b","cluster":"c","path":"/b/{calls.a.id|x}","format":"text"}]}]}"#,
-    r#"{"routes":[{"name":"r","match":{"path":"/"},"response":{"layout":"merge","derive":{"n":{"count":"items"},"s":{"sum":"items[*].v"}}},"calls":[
-      {"name":"a","cluster":"c","path":"/a","extract":"data","select":["items","name","x.y"],"omit":["items[*].secret"],"rename":{"name":"title.text"}},
-      {"name":"b","cluster":"c","path":"/b","as":"bee"}]}]}"#,
-    r#"{"routes":[{"name":"r","match":{"path":"/"},"response":{"layout":"concat","sort_by":"score","order":"desc","limit":5},"calls":[
-      {"name":"a","cluster":"c","path":"/a"},{"name":"b","cluster":"c","path":"/b"}]}]}"#,
-    r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[
-      {"name":"a","cluster":"c","path":"/a"},
-      {"name":"b","cluster":"c","path":"/u/{item}","for_each":"calls.a.items[*].id","max_fan_out":4,
-       "join":{"into":"a.items","on":"id","as":"detail"},"fallback":{}}]}]}"#,
-    // A batch join (its chunks' answers matched by key) behind a condition on the same body.
-    r#"{"routes":[{"name":"r","match":{"path":"/"},"calls":[
-      {"name":"a","cluster":"c","path":"/a"},
-      {"name":"b","cluster":"c","path":"/u?ids={calls.a.items[*].id}","max_batch":2,"max_fan_out":4,
-       "join":{"into":"a.items","on":"id","match":"id","as":"detail"},"fallback":{},
-       "when":{"not":{"equals":["calls.a.skip",true]}}}]}]}"#,
-];
+/// The routes a body goes through; the first fuzz byte picks one.
+fn configs() -> [String; 5] {
+    [
+        route("r", "/")
+            .calls(
+                r#"{"name":"a","cluster":"c","path":"/a"},
+                   {"name":"b","cluster":"c","path":"/b/{calls.a.id|x}","format":"text"}"#,
+            )
+            .config(),
+        route("r", "/")
+            .key(
+                "response",
+                json!({"layout": "merge", "derive": {"n": {"count": "items"}, "s": {"sum": "items[*].v"}}}),
+            )
+            .calls(
+                r#"{"name":"a","cluster":"c","path":"/a","extract":"data","select":["items","name","x.y"],"omit":["items[*].secret"],"rename":{"name":"title.text"}},
+                   {"name":"b","cluster":"c","path":"/b","as":"bee"}"#,
+            )
+            .config(),
+        route("r", "/")
+            .key(
+                "response",
+                json!({"layout": "concat", "sort_by": "score", "order": "desc", "limit": 5}),
+            )
+            .calls(
+                r#"{"name":"a","cluster":"c","path":"/a"},{"name":"b","cluster":"c","path":"/b"}"#,
+            )
+            .config(),
+        route("r", "/")
+            .calls(
+                r#"{"name":"a","cluster":"c","path":"/a"},
+                   {"name":"b","cluster":"c","path":"/u/{item}","for_each":"calls.a.items[*].id","max_fan_out":4,
+                    "join":{"into":"a.items","on":"id","as":"detail"},"fallback":{}}"#,
+            )
+            .config(),
+        // A batch join (its chunks' answers matched by key) behind a condition on the same body.
+        route("r", "/")
+            .calls(
+                r#"{"name":"a","cluster":"c","path":"/a"},
+                   {"name":"b","cluster":"c","path":"/u?ids={calls.a.items[*].id}","max_batch":2,"max_fan_out":4,
+                    "join":{"into":"a.items","on":"id","match":"id","as":"detail"},"fallback":{},
+                    "when":{"not":{"equals":["calls.a.skip",true]}}}"#,
+            )
+            .config(),
+    ]
+}
 
 thread_local! {
-    static PLANS: Vec<Plan> = CONFIGS
+    static PLANS: Vec<Plan> = configs()
         .iter()
         .map(|c| Plan::compile(c.as_bytes()).unwrap_or_else(|e| panic!("{e}")))
         .collect();
@@ -47,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let route =
-        PLANS.with(|plans| Rc::clone(&plans[usize::from(selector) % CONFIGS.len()].routes[0]));
+        PLANS.with(|plans| Rc::clone(&plans[usize::from(selector) % plans.len()].routes[0]));
     let store = MemoryStore::default();
     let request = ClientRequest {
         headers: route.headers.iter().map(|_| None).collect(),

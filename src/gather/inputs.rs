@@ -15,7 +15,7 @@ pub struct ClientRequest {
     pub captures: Vec<Capture>,
     /// The raw query string (without `?`).
     pub query: String,
-    /// Values of `Route::headers`, in that order.
+    /// Values of [`Route::headers`], in that order: `None` when absent or not UTF-8.
     pub headers: Vec<Option<String>>,
     /// The buffered body, when the route needs it.
     pub body: Option<Vec<u8>>,

@@ -112,26 +112,50 @@ pub struct UpstreamRequest {
     pub body: Option<Vec<u8>>,
 }
 
-/// What happened to a dispatched attempt, as the host saw it.
+/// What happened to a dispatched attempt, as the host saw it: exactly one event per
+/// [`Dispatch`], passed to [`Gather::on_event`]. Each names its attempt.
 #[derive(Debug)]
 pub enum Event {
-    /// The upstream (or Envoy on its behalf) answered with a status and a body; `headers`
-    /// holds the response headers the call copies ([`Gather::headers_to_copy`]), every value.
+    /// The upstream (or Envoy on its behalf) answered with a status and a body.
     Answered {
+        /// The attempt answered.
         attempt: AttemptId,
+        /// The `:status` of the answer.
         status: u16,
+        /// The response headers the call copies ([`Gather::headers_to_copy`]), every value;
+        /// empty when the call copies none.
         headers: Vec<(String, String)>,
+        /// The whole body, at most [`Gather::body_limit`] bytes.
         body: Vec<u8>,
     },
     /// The answer's body is larger than the call's `max_body_bytes`
     /// ([`Gather::body_limit`]); it was not read.
-    TooLarge { attempt: AttemptId, status: u16 },
-    /// The attempt ended without a response (connection reset after it was dispatched).
-    Reset { attempt: AttemptId },
+    TooLarge {
+        /// The attempt answered.
+        attempt: AttemptId,
+        /// The `:status` of the answer.
+        status: u16,
+    },
+    /// The attempt ended without a response: the connection was reset after it was
+    /// dispatched (Envoy reports no headers, or no valid `:status`).
+    Reset {
+        /// The attempt that ended.
+        attempt: AttemptId,
+    },
     /// The host refused to dispatch the attempt (unknown or not yet warmed cluster).
-    Refused { attempt: AttemptId, detail: String },
+    Refused {
+        /// The attempt refused.
+        attempt: AttemptId,
+        /// What the host said, for `expose_errors`.
+        detail: String,
+    },
     /// Envoy accepted the attempt but could not start it (no healthy host in the cluster).
-    Unreachable { attempt: AttemptId, detail: String },
+    Unreachable {
+        /// The attempt that could not start.
+        attempt: AttemptId,
+        /// What the host said, for `expose_errors`.
+        detail: String,
+    },
 }
 
 impl Event {

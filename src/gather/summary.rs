@@ -17,12 +17,17 @@ pub struct CallSummary {
     /// One entry per request the call stood for (one, one per `for_each` item, or one per
     /// key of a batch join): `None` for a success, else the reason of the failure.
     pub results: Vec<Option<Reason>>,
+    /// A request failed and the call has a `fallback`, which stood in.
     pub fallback: bool,
+    /// A stale cache entry stood in for a failed request (its failure is in `results`).
     pub stale: bool,
+    /// Requests answered by a fresh cache entry, nothing sent (stale ones are `stale`).
     pub cache_hits: u32,
-    /// Requests sent: first attempts, retries and hedges.
+    /// Attempts sent: first attempts, retries and hedges.
     pub attempts: u32,
+    /// Attempts sent after a failure (`attempts` less first attempts and hedges).
     pub retries: u32,
+    /// Hedges sent (at most one per request).
     pub hedges: u32,
     /// From the call's first dispatch to its last answer.
     pub duration: Option<Duration>,
@@ -31,6 +36,8 @@ pub struct CallSummary {
 /// What one request's calls did, for [`crate::stats::Stats::record`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// One per call of the route, in configuration order (indexed by
+    /// [`CallId`](crate::plan::CallId)).
     pub calls: Vec<CallSummary>,
     /// Clusters whose circuit breaker this request opened.
     pub opened_circuits: Vec<String>,

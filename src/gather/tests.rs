@@ -1,8 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+use super::driver::route;
 use super::*;
 use crate::plan::matcher::Capture;
 use crate::plan::Plan;
 use crate::resilience::Store;
+use crate::testing;
 use crate::time::Instant;
 use serde_json::Value;
 
@@ -36,15 +37,14 @@ fn at(us: u64) -> Instant {
     Instant::from_micros(us)
 }
 
-fn route(json: &str) -> Rc<Route> {
-    let plan = Plan::compile(json.as_bytes()).unwrap();
-    Rc::clone(&plan.routes[0])
-}
-
+/// [`testing::page`] with a 300 ms deadline and these calls, compiled.
 fn page(calls: &str) -> Rc<Route> {
-    route(&format!(
-        r#"{{"routes":[{{"name":"page","match":{{"path":"/p/{{id}}"}},"deadline_ms":300,"calls":[{calls}]}}]}}"#
-    ))
+    route(
+        &testing::page()
+            .key("deadline_ms", 300)
+            .calls(calls)
+            .config(),
+    )
 }
 
 fn start(route: &Rc<Route>, id: &str, query: &str) -> (Gather, Vec<Action>) {
@@ -63,13 +63,7 @@ fn start(route: &Rc<Route>, id: &str, query: &str) -> (Gather, Vec<Action>) {
 }
 
 fn dispatches(actions: &[Action]) -> Vec<&Dispatch> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Dispatch(d) => Some(d),
-            Action::Respond(_) | Action::WakeAt(_) => None,
-        })
-        .collect()
+    actions.iter().filter_map(Action::dispatch).collect()
 }
 
 fn response(actions: Vec<Action>) -> Response {
@@ -810,25 +804,19 @@ fn templates_write_numbers_with_the_digits_the_upstream_sent() {
 
 #[test]
 fn extract_and_merge_answer_the_upstream_numbers_and_key_order() {
-    for (shape, calls) in [
-        (
-            "",
-            r#"{"name":"num","cluster":"n","path":"/n","extract":"data"}"#,
-        ),
-        (
-            r#","response":{"layout":"merge","meta":null}"#,
-            r#"{"name":"num","cluster":"n","path":"/n","extract":"data"}"#,
-        ),
-    ] {
-        let route = route(&format!(
-            r#"{{"routes":[{{"name":"page","match":{{"path":"/p/{{id}}"}}{shape},"calls":[{calls}]}}]}}"#
-        ));
+    for merge in [false, true] {
+        let mut config =
+            testing::page().calls(r#"{"name":"num","cluster":"n","path":"/n","extract":"data"}"#);
+        if merge {
+            config = config.key("response", json!({"layout": "merge", "meta": null}));
+        }
+        let route = route(&config.config());
         let (mut gather, _) = start(&route, "1", "");
         let r = response(gather.ev(answer(0, EXACT), MS));
-        let expected = if shape.is_empty() {
-            format!(r#"{{"num":{EXACT_DATA},"_meta":{{"complete":true}}}}"#)
-        } else {
+        let expected = if merge {
             EXACT_DATA.to_string()
+        } else {
+            format!(r#"{{"num":{EXACT_DATA},"_meta":{{"complete":true}}}}"#)
         };
         assert_eq!(text(&r), expected);
     }
@@ -898,9 +886,13 @@ fn client_body_values_keep_their_digits() {
 #[test]
 fn an_inexact_sum_is_null_and_reported() {
     let route = route(
-        r#"{"routes":[{"name":"page","match":{"path":"/p/{id}"},
-            "response":{"derive":{"total":{"sum":"num.v"},"big":{"sum":"num.w"}}},
-            "calls":[{"name":"num","cluster":"n","path":"/n"}]}]}"#,
+        &testing::page()
+            .key(
+                "response",
+                json!({"derive": {"total": {"sum": "num.v"}, "big": {"sum": "num.w"}}}),
+            )
+            .calls(r#"{"name":"num","cluster":"n","path":"/n"}"#)
+            .config(),
     );
     let (mut gather, _) = start(&route, "1", "");
     let r = response(gather.ev(
@@ -1127,8 +1119,10 @@ mod resilience {
     #[test]
     fn wait_for_any_answers_with_the_first_success_and_names_the_rest() {
         let route = route(
-            r#"{"routes":[{"name":"r","match":{"path":"/x"},"wait_for":"any","calls":[
-            {"name":"slow","cluster":"c","path":"/s"},{"name":"fast","cluster":"c","path":"/f"}]}]}"#,
+            &testing::route("r", "/x")
+                .key("wait_for", "any")
+                .calls(r#"{"name":"slow","cluster":"c","path":"/s"},{"name":"fast","cluster":"c","path":"/f"}"#)
+                .config(),
         );
         let store = MemoryStore::default();
         let request = ClientRequest {
@@ -1151,8 +1145,10 @@ mod resilience {
     #[test]
     fn wait_for_still_waits_for_required_calls() {
         let route = route(
-            r#"{"routes":[{"name":"r","match":{"path":"/x"},"wait_for":1,"calls":[
-            {"name":"must","cluster":"c","path":"/m","required":true},{"name":"fast","cluster":"c","path":"/f"}]}]}"#,
+            &testing::route("r", "/x")
+                .key("wait_for", 1)
+                .calls(r#"{"name":"must","cluster":"c","path":"/m","required":true},{"name":"fast","cluster":"c","path":"/f"}"#)
+                .config(),
         );
         let store = MemoryStore::default();
         let request = ClientRequest {
@@ -1168,19 +1164,19 @@ mod resilience {
 
 /// Scenarios on the fake host (`driver.rs`): answered by call name, on a virtual clock.
 mod scenarios {
-    use super::super::driver::{request, route, Driver};
+    use super::super::driver::{request, Driver};
     use super::super::machine::Broken;
     use crate::time::Instant;
     use serde_json::json;
 
-    const PAGE: &str = r#"{"routes":[{"name":"page","match":{"path":"/p/{id}"},"deadline_ms":300,"calls":[
+    const CALLS: &str = r#"
         {"name":"product","cluster":"catalog","path":"/products/{path.id}","required":true},
         {"name":"seller","cluster":"sellers","path":"/sellers/{calls.product.seller}"},
         {"name":"stock","cluster":"stock","path":"/stock/{path.id}",
-         "retries":{"attempts":3,"backoff_ms":10},"hedge_after_ms":40}]}]}"#;
+         "retries":{"attempts":3,"backoff_ms":10},"hedge_after_ms":40}"#;
 
     fn page() -> Driver {
-        let route = route(PAGE);
+        let route = super::page(CALLS);
         let request = request(&route, "42", "", None);
         Driver::start(&route, request)
     }

@@ -3,17 +3,19 @@
 //! and without fallback, big-integer keys, the cap on requests, and what a chunk may answer.
 
 use super::driver::{header, request, route, Driver};
+use crate::testing;
 use serde_json::json;
 
 /// `posts` and a batch join `authors` over its items' `author`, 2 keys per request.
 fn feed(authors_extra: &str) -> String {
-    format!(
-        r#"{{"routes":[{{"name":"feed","match":{{"path":"/feed/{{id}}"}},"calls":[
-        {{"name":"posts","cluster":"posts","path":"/posts"}},
-        {{"name":"authors","cluster":"users","path":"/users?ids={{calls.posts.items[*].author}}",
-         "join":{{"into":"posts.items","on":"author","match":"id","as":"author_detail"}},
-         "max_batch":2{authors_extra}}}]}}]}}"#
-    )
+    testing::route("feed", "/feed/{id}")
+        .calls(&format!(
+            r#"{{"name":"posts","cluster":"posts","path":"/posts"}},
+               {{"name":"authors","cluster":"users","path":"/users?ids={{calls.posts.items[*].author}}",
+                "join":{{"into":"posts.items","on":"author","match":"id","as":"author_detail"}},
+                "max_batch":2{authors_extra}}}"#
+        ))
+        .config()
 }
 
 const POSTS: &str = r#"{"items":[{"id":1,"author":"u1"},{"id":2,"author":"u2"},

@@ -3,6 +3,7 @@
 //! rules, and `wait_for` counting only calls not skipped.
 
 use super::driver::{request_with_headers, route, Driver};
+use crate::testing::page_with;
 use serde_json::json;
 
 /// `product` (required) and three conditional calls: `reviews` for physical products (with a
@@ -131,11 +132,10 @@ fn a_skipped_dependency_wins_over_a_failed_one() {
 
 /// One call `c` whose condition is `when`; the rest of the route is `product`.
 fn conditional(when: &str) -> String {
-    format!(
-        r#"{{"routes":[{{"name":"page","match":{{"path":"/p/{{id}}"}},"calls":[
-        {{"name":"product","cluster":"catalog","path":"/products/{{path.id}}"}},
-        {{"name":"c","cluster":"c","path":"/c","when":{when}}}]}}]}}"#
-    )
+    page_with(&format!(
+        r#"{{"name":"product","cluster":"catalog","path":"/products/{{path.id}}"}},
+           {{"name":"c","cluster":"c","path":"/c","when":{when}}}"#
+    ))
 }
 
 /// Whether `c` ran, for a request with `query` and `product` answering `body`.

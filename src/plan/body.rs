@@ -8,15 +8,22 @@ use serde_json::{Map, Value};
 /// The string that forwards the client's body byte for byte.
 pub const CLIENT_BODY: &str = "{request.body}";
 
+/// A call's `body` (SPEC §3.4), compiled once.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BodyTemplate {
-    /// `"{request.body}"`: the client's body with its content-type, from this header slot.
+    /// `"{request.body}"`: the client's body, sent byte for byte with the client's
+    /// content-type (unless the call sets its own).
     Client {
+        /// The slot in [`Route::headers`](super::Route::headers) of the client's
+        /// `content-type`.
         content_type_slot: usize,
     },
+    /// Any other JSON value: rendered per request and sent as `application/json` (unless the
+    /// call sets its own content-type).
     Json(JsonTemplate),
 }
 
+/// A JSON value whose string leaves may hold placeholders.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JsonTemplate {
     /// A subtree without placeholders.
@@ -25,18 +32,25 @@ pub enum JsonTemplate {
     Exact(Placeholder),
     /// A string mixing text and placeholders.
     Text(Template),
+    /// An array holding some placeholder.
     Array(Vec<JsonTemplate>),
+    /// An object holding some placeholder: its members in configuration order.
     Object(Vec<(String, JsonTemplate)>),
 }
 
 /// A rendered body: the client's, or new JSON bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RenderedBody {
+    /// Send the client's body as it came.
     Client,
+    /// Send these JSON bytes.
     Json(Vec<u8>),
 }
 
 impl BodyTemplate {
+    /// Compiles a `body` value: the string [`CLIENT_BODY`], or JSON whose string leaves are
+    /// templates, their sources resolved to slots by `resolve`. The error is the reason only;
+    /// the caller places it at the call's `body` key.
     pub fn compile(value: &Value, resolve: &mut dyn Resolve) -> Result<BodyTemplate, String> {
         if value.as_str() == Some(CLIENT_BODY) {
             return Ok(BodyTemplate::Client {
@@ -46,6 +60,7 @@ impl BodyTemplate {
         JsonTemplate::compile(value, resolve).map(BodyTemplate::Json)
     }
 
+    /// Every placeholder of the body, in document order (none for the client's body).
     pub fn placeholders(&self) -> Vec<&Placeholder> {
         let mut found = Vec::new();
         if let BodyTemplate::Json(json) = self {
@@ -54,6 +69,9 @@ impl BodyTemplate {
         found
     }
 
+    /// The body of one request: placeholders filled from `inputs` (a leaf that is exactly one
+    /// placeholder keeps its value's JSON type and spelling; other strings are rendered as
+    /// text). Fails like a template: a value missing without a default, or unusable.
     pub fn render(&self, inputs: &dyn Inputs) -> Result<RenderedBody, RenderError> {
         match self {
             BodyTemplate::Client { .. } => Ok(RenderedBody::Client),
@@ -169,7 +187,6 @@ impl JsonTemplate {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::plan::matcher::Capture;
     use crate::plan::CallId;

@@ -10,6 +10,7 @@ enum PatternSegment {
     Capture,
 }
 
+/// A compiled `match.path`: `/api/products/{id}`, `/files/{rest*}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
     text: String,
@@ -21,6 +22,7 @@ pub struct PathPattern {
 /// A captured value, percent-decoded once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Capture {
+    /// A `{name}` capture: one segment.
     Segment(String),
     /// A `{name*}` capture: its segments, each decoded on its own.
     Rest(Vec<String>),
@@ -29,6 +31,9 @@ pub enum Capture {
 }
 
 impl PathPattern {
+    /// Compiles a `match.path`: it starts with `/`, has no query, fragment or whitespace, no
+    /// empty segment; captures are whole segments named with letters, digits, `_` and `-`,
+    /// each name once, and a `{name*}` comes last. The error is the reason only.
     pub fn parse(template: &str) -> Result<PathPattern, String> {
         let Some(body) = template.strip_prefix('/') else {
             return Err("must start with \"/\"".to_string());
@@ -86,6 +91,7 @@ impl PathPattern {
         Ok(pattern)
     }
 
+    /// The pattern as written.
     pub fn text(&self) -> &str {
         &self.text
     }
@@ -98,6 +104,7 @@ impl PathPattern {
         }
     }
 
+    /// The captures' names, in the pattern's order (templates read them as `path.<name>`).
     pub fn capture_names(&self) -> &[String] {
         &self.capture_names
     }
@@ -153,7 +160,6 @@ fn is_capture_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn seg(s: &str) -> Capture {

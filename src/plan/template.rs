@@ -11,11 +11,19 @@ use serde_json::Value;
 /// Where a placeholder's value comes from. Client inputs are resolved to slots of the route.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
+    /// `{path.<capture>}`: the capture at this place in `match.path`'s captures.
     Path(usize),
+    /// `{query.<param>}`: the query parameter in this slot of
+    /// [`Route::query_params`](super::Route::query_params).
     Query(usize),
+    /// `{header.<name>}`: the client header in this slot of
+    /// [`Route::headers`](super::Route::headers).
     Header(usize),
+    /// `{calls.<call>.<path>}`: a value from an earlier call's body (or its fallback).
     Call {
+        /// The call read; it becomes a dependency.
         call: CallId,
+        /// Where in its body (the empty path: the whole body).
         path: JsonPath,
     },
     /// `{item}`: the value a `for_each` call is made for.
@@ -28,9 +36,12 @@ pub enum Source {
     RequestBody(JsonPath),
 }
 
+/// One `{source.name|default}` of a template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placeholder {
+    /// Where the value comes from.
     pub source: Source,
+    /// The text after `|`, used when the value is absent or empty (`None`: no default).
     pub default: Option<String>,
     /// The reference as written (`query.currency`), for error messages.
     pub text: String,
@@ -42,6 +53,7 @@ enum Piece {
     Value(Placeholder),
 }
 
+/// A text with placeholders (SPEC §3): a call's path, a header value, a string in a body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     pieces: Vec<Piece>,
@@ -49,9 +61,14 @@ pub struct Template {
 
 /// Turns source names into slots; implemented by the route compiler.
 pub trait Resolve {
+    /// The place of the capture `name` in `match.path`; `None` if there is no such capture.
     fn capture(&mut self, name: &str) -> Option<usize>;
+    /// The slot of query parameter `name`, added to the route's list if new.
     fn query(&mut self, name: &str) -> usize;
+    /// The slot of client header `name` (lowercase), added to the route's list if new.
     fn header(&mut self, name: &str) -> usize;
+    /// The call named `name`; an error if the route has no such call, or if it is the call
+    /// being compiled.
     fn call(&mut self, name: &str) -> Result<CallId, String>;
     /// Whether `{calls.<call>.<path>}` reads the keys of the call's batch join, so that it
     /// becomes [`Source::Batch`]. Resolvers that compile no batch join keep the default.
@@ -66,9 +83,12 @@ pub trait Resolve {
 
 /// The per-request values a template can read.
 pub trait Inputs {
+    /// The path capture at this place (see [`Source::Path`]).
     fn capture(&self, slot: usize) -> Option<&Capture>;
-    /// Outer `None`: absent; inner `None`: present but not valid UTF-8.
+    /// The query parameter in this slot, decoded. Outer `None`: absent; inner `None`: present
+    /// but not valid UTF-8.
     fn query(&self, slot: usize) -> Option<Option<&str>>;
+    /// The client header in this slot; `None` when absent or not UTF-8.
     fn header(&self, slot: usize) -> Option<&str>;
     /// The JSON body of an earlier call (or its fallback).
     fn call_body(&self, call: CallId) -> Option<&Value>;
@@ -82,20 +102,37 @@ pub trait Inputs {
 /// Why a template could not be rendered; maps to reasons `missing_input` / `invalid_input`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RenderError {
-    Missing { input: String, from_client: bool },
-    Invalid { input: String, from_client: bool },
+    /// A value is absent (or empty, or `null`) and its placeholder has no default.
+    Missing {
+        /// The placeholder as written (`query.q`).
+        input: String,
+        /// It reads the client's request (path, query, header, body), not another call.
+        from_client: bool,
+    },
+    /// A value is present but cannot be used here (see `Reason::InvalidInput`).
+    Invalid {
+        /// The placeholder as written (`query.q`).
+        input: String,
+        /// It reads the client's request (path, query, header, body), not another call.
+        from_client: bool,
+    },
 }
 
 /// Where the rendered text goes, which decides how values are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
+    /// A call's `:path`: every value percent-encoded (SPEC §3.1).
     Path,
+    /// A header value: values as they are; CR, LF or NUL make the value invalid.
     Header,
     /// Text inside a JSON string: written as is (JSON escaping comes later).
     JsonText,
 }
 
 impl Template {
+    /// Parses `text` with its `{source.name|default}` placeholders, resolving each source to
+    /// a slot with `resolve`. The error is the reason only (`placeholder "{…}": …`, an
+    /// unmatched brace); the caller places it at its key.
     pub fn parse(text: &str, resolve: &mut dyn Resolve) -> Result<Template, String> {
         let mut pieces = Vec::new();
         let mut rest = text;
@@ -121,6 +158,7 @@ impl Template {
         Ok(Template { pieces })
     }
 
+    /// The placeholders, in order.
     pub fn placeholders(&self) -> impl Iterator<Item = &Placeholder> {
         self.pieces.iter().filter_map(|piece| match piece {
             Piece::Value(p) => Some(p),
@@ -136,6 +174,7 @@ impl Template {
         }
     }
 
+    /// The text between the placeholders, in order.
     pub fn literals(&self) -> impl Iterator<Item = &str> {
         self.pieces.iter().filter_map(|piece| match piece {
             Piece::Literal(text) => Some(text.as_str()),
@@ -143,6 +182,8 @@ impl Template {
         })
     }
 
+    /// The text for one request: literals as written, values from `inputs` encoded for
+    /// `target` (SPEC §3.1). Fails when a value is missing without a default, or unusable.
     pub fn render(&self, inputs: &dyn Inputs, target: Target) -> Result<String, RenderError> {
         let mut out = String::new();
         let mut in_query = false;
@@ -341,6 +382,7 @@ fn parse_source(reference: &str, resolve: &mut dyn Resolve) -> Result<Source, St
     })
 }
 
+/// Whether `name` is a valid HTTP header name (an RFC 9110 token).
 pub fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -509,7 +551,6 @@ fn write_header(value: &Resolved<'_>, out: &mut String) -> Option<()> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
 

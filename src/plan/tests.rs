@@ -1,11 +1,9 @@
 use super::*;
+use crate::testing::{self, page_with};
+use serde_json::json;
 
 fn compile(json: &str) -> Result<Plan, String> {
     Plan::compile(json.as_bytes()).map_err(|e| e.to_string())
-}
-
-fn route_with_calls(calls: &str) -> String {
-    format!(r#"{{"routes":[{{"name":"page","match":{{"path":"/p/{{id}}"}},"calls":[{calls}]}}]}}"#)
 }
 
 const PRODUCT: &str =
@@ -77,7 +75,7 @@ fn first_matching_route_wins_and_methods_and_headers_count() {
 
 #[test]
 fn dependencies_from_templates_and_after_are_ordered() {
-    let plan = compile(&route_with_calls(
+    let plan = compile(&page_with(
         r#"{"name":"reviews","cluster":"r","path":"/r?seller={calls.product.seller.id}"},
            {"name":"audit","cluster":"a","path":"/a","after":["reviews"]},
            {"name":"product","cluster":"catalog","path":"/products/{path.id}"}"#,
@@ -93,7 +91,7 @@ fn dependencies_from_templates_and_after_are_ordered() {
 
 #[test]
 fn forward_headers_merge_and_credentials_need_the_call_to_ask() {
-    let plan = compile(&route_with_calls(
+    let plan = compile(&page_with(
         r#"{"name":"a","cluster":"c","path":"/a","forward_headers":["Authorization","x-tenant"],"headers":{"x-request-id":"fixed"}}"#,
     ))
     .unwrap();
@@ -135,59 +133,57 @@ fn inheritance_goes_defaults_then_route_then_call() {
 fn invalid_configurations_name_route_call_and_key() {
     let cases: &[(&str, &str)] = &[
         (
-            &route_with_calls(r#"{"name":"Bad Name","cluster":"c","path":"/"}"#),
+            &page_with(r#"{"name":"Bad Name","cluster":"c","path":"/"}"#),
             r#"route "page" call "Bad Name" key "name": "Bad Name" is not a valid name"#,
         ),
         (
-            &route_with_calls(&format!("{PRODUCT},{PRODUCT}")),
+            &page_with(&format!("{PRODUCT},{PRODUCT}")),
             r#"route "page" call "product" key "name": another call of this route has the same name"#,
         ),
         (
-            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/","after":["ghost"]}"#),
+            &page_with(r#"{"name":"a","cluster":"c","path":"/","after":["ghost"]}"#),
             r#"route "page" call "a" key "after": the route has no call named "ghost""#,
         ),
         (
-            &route_with_calls(
+            &page_with(
                 r#"{"name":"a","cluster":"c","path":"/{calls.b.x}"},{"name":"b","cluster":"c","path":"/{calls.a.y}"}"#,
             ),
             r#"route "page" key "calls": dependency cycle: a -> b -> a"#,
         ),
         (
-            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/{path.nope}"}"#),
+            &page_with(r#"{"name":"a","cluster":"c","path":"/{path.nope}"}"#),
             r#"route "page" call "a" key "path": placeholder "{path.nope}": match.path has no such capture"#,
         ),
         (
-            &route_with_calls(r#"{"name":"a","cluster":"c","path":"x"}"#),
+            &page_with(r#"{"name":"a","cluster":"c","path":"x"}"#),
             r#"route "page" call "a" key "path": must start with "/""#,
         ),
         (
-            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/","timeout_ms":0}"#),
+            &page_with(r#"{"name":"a","cluster":"c","path":"/","timeout_ms":0}"#),
             r#"route "page" call "a" key "timeout_ms": must be between 1"#,
         ),
         (
-            &route_with_calls(
-                r#"{"name":"a","cluster":"c","path":"/","required":true,"fallback":1}"#,
-            ),
+            &page_with(r#"{"name":"a","cluster":"c","path":"/","required":true,"fallback":1}"#),
             r#"route "page" call "a" key "fallback": a required call never uses a fallback"#,
         ),
         (
-            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/","headers":{"host":"x"}}"#),
+            &page_with(r#"{"name":"a","cluster":"c","path":"/","headers":{"host":"x"}}"#),
             r#"route "page" call "a" key "headers.host": header "host" is managed by Envoy"#,
         ),
         (
-            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/","method":"G T"}"#),
+            &page_with(r#"{"name":"a","cluster":"c","path":"/","method":"G T"}"#),
             r#"route "page" call "a" key "method": "G T" is not an HTTP method"#,
         ),
         (
-            &route_with_calls(r#"{"name":"_meta","cluster":"c","path":"/"}"#),
+            &page_with(r#"{"name":"_meta","cluster":"c","path":"/"}"#),
             r#"route "page" call "_meta" key "name": clashes with the completeness object's key"#,
         ),
         (
-            &route_with_calls(r#"{"name":"a","cluster":"c","path":"/","after":["a"]}"#),
+            &page_with(r#"{"name":"a","cluster":"c","path":"/","after":["a"]}"#),
             r#"route "page" call "a" key "after": a call cannot read its own response"#,
         ),
         (
-            &route_with_calls(""),
+            &page_with(""),
             r#"route "page" key "calls": must list at least one call"#,
         ),
         (
@@ -214,18 +210,18 @@ fn invalid_configurations_name_route_call_and_key() {
 fn fan_out_join_and_body_are_checked_at_load() {
     let posts = r#"{"name":"posts","cluster":"c","path":"/posts"}"#;
     let cases: &[(String, &str)] = &[
-        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/{item}"}"#), r#"call "a" key "path": placeholder "{item}": {item} needs for_each on the call"#),
-        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/{{item}}","for_each":"calls.posts.items"}}"#)), r#"call "a" key "for_each": needs [*]"#),
-        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/{item}","for_each":"calls.ghost.items[*]"}"#), r#"call "a" key "for_each": the route has no call named "ghost""#),
-        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a","for_each":"calls.posts.items[*]"}}"#)), r#"call "a" key "for_each": the call never uses {item}"#),
-        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"posts.items[*]"}}"#)), r#"call "a" key "for_each": must read an earlier call"#),
-        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a","join":{{"into":"posts.items","on":"id","as":"x"}}}}"#)), r#"call "a" key "join": needs for_each (one request per item), or match for a batch join"#),
-        (route_with_calls(&format!(r#"{posts},{{"name":"b","cluster":"c","path":"/b"}},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"b.items","on":"id","as":"x"}}}}"#)), r#"call "a" key "join.into": must be in the body of the call for_each reads"#),
-        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"posts.items","on":"id","as":"x","extra":1}}}}"#)), r#"call "a" key "join.extra": unknown key; known keys here: into, on, match, as"#),
-        (route_with_calls(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","max_fan_out":5000}}"#)), r#"call "a" key "max_fan_out": must be between 1 and 1000"#),
-        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a","max_fan_out":5}"#), r#"call "a" key "max_fan_out": only applies to a call with for_each, or to a batch join"#),
-        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a","body":{"whole":"{request.body}"}}"#), r#"call "a" key "body": placeholder "{request.body}": the whole client body can only be a call's entire body"#),
-        (route_with_calls(r#"{"name":"a","cluster":"c","path":"/a/{request.id}"}"#), r#"call "a" key "path": placeholder "{request.id}": use request.body.<field>"#),
+        (page_with(r#"{"name":"a","cluster":"c","path":"/{item}"}"#), r#"call "a" key "path": placeholder "{item}": {item} needs for_each on the call"#),
+        (page_with(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/{{item}}","for_each":"calls.posts.items"}}"#)), r#"call "a" key "for_each": needs [*]"#),
+        (page_with(r#"{"name":"a","cluster":"c","path":"/{item}","for_each":"calls.ghost.items[*]"}"#), r#"call "a" key "for_each": the route has no call named "ghost""#),
+        (page_with(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a","for_each":"calls.posts.items[*]"}}"#)), r#"call "a" key "for_each": the call never uses {item}"#),
+        (page_with(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"posts.items[*]"}}"#)), r#"call "a" key "for_each": must read an earlier call"#),
+        (page_with(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a","join":{{"into":"posts.items","on":"id","as":"x"}}}}"#)), r#"call "a" key "join": needs for_each (one request per item), or match for a batch join"#),
+        (page_with(&format!(r#"{posts},{{"name":"b","cluster":"c","path":"/b"}},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"b.items","on":"id","as":"x"}}}}"#)), r#"call "a" key "join.into": must be in the body of the call for_each reads"#),
+        (page_with(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","join":{{"into":"posts.items","on":"id","as":"x","extra":1}}}}"#)), r#"call "a" key "join.extra": unknown key; known keys here: into, on, match, as"#),
+        (page_with(&format!(r#"{posts},{{"name":"a","cluster":"c","path":"/a/{{item}}","for_each":"calls.posts.items[*].id","max_fan_out":5000}}"#)), r#"call "a" key "max_fan_out": must be between 1 and 1000"#),
+        (page_with(r#"{"name":"a","cluster":"c","path":"/a","max_fan_out":5}"#), r#"call "a" key "max_fan_out": only applies to a call with for_each, or to a batch join"#),
+        (page_with(r#"{"name":"a","cluster":"c","path":"/a","body":{"whole":"{request.body}"}}"#), r#"call "a" key "body": placeholder "{request.body}": the whole client body can only be a call's entire body"#),
+        (page_with(r#"{"name":"a","cluster":"c","path":"/a/{request.id}"}"#), r#"call "a" key "path": placeholder "{request.id}": use request.body.<field>"#),
         (r#"{"routes":[{"name":"r","match":{"path":"/"},"fields_param":"","calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#.to_string(), r#"route "r" key "fields_param": must be a non-empty string, or null"#),
     ];
     for (json, expected) in cases {
@@ -340,9 +336,10 @@ fn a_first_look_rules_out_paths_no_route_can_match() {
 #[test]
 fn routes_waiting_for_the_client_body_need_the_timer() {
     let needs = |calls: &str| {
-        let json = format!(
-            r#"{{"routes":[{{"name":"r","match":{{"path":"/r","methods":["POST"]}},"calls":[{calls}]}}]}}"#
-        );
+        let json = testing::route("r", "/r")
+            .methods(&["POST"])
+            .calls(calls)
+            .config();
         compile(&json).unwrap().routes[0].needs_timers()
     };
     assert!(!needs(r#"{"name":"a","cluster":"c","path":"/a"}"#));
@@ -473,7 +470,7 @@ fn the_bounds_table_agrees_with_the_json_schema() {
 
 #[test]
 fn an_output_key_may_not_be_the_completeness_object_key_and_unsafe_calls_do_not_repeat() {
-    let e = compile(&route_with_calls(
+    let e = compile(&page_with(
         r#"{"name":"a","cluster":"c","path":"/","as":"_meta"}"#,
     ))
     .unwrap_err();
@@ -481,7 +478,7 @@ fn an_output_key_may_not_be_the_completeness_object_key_and_unsafe_calls_do_not_
         e,
         r#"route "page" call "a" key "as": clashes with the completeness object's key (response.meta)"#
     );
-    let e = compile(&route_with_calls(
+    let e = compile(&page_with(
         r#"{"name":"a","cluster":"c","method":"POST","path":"/","hedge_after_ms":5}"#,
     ))
     .unwrap_err();
@@ -507,34 +504,35 @@ fn an_output_key_may_not_be_the_completeness_object_key_and_unsafe_calls_do_not_
 
 #[test]
 fn configuration_cannot_write_into_the_completeness_object() {
-    let route = |response: &str, calls: &str| {
-        format!(
-            r#"{{"routes":[{{"name":"r","match":{{"path":"/"}},"response":{response},"calls":[{calls}]}}]}}"#
-        )
+    let route = |response: Value, calls: &str| {
+        testing::route("r", "/")
+            .key("response", response)
+            .calls(calls)
+            .config()
     };
     let call = r#"{"name":"a","cluster":"c","path":"/"}"#;
     let refused = [
         (
-            route(r#"{"derive":{"_meta":{"count":"a"}}}"#, call),
+            route(json!({"derive":{"_meta":{"count":"a"}}}), call),
             r#"route "r" key "response.derive._meta": writes into "_meta", the completeness object's key (response.meta), which is the filter's own"#,
         ),
         (
             route(
-                r#"{"layout":"merge","derive":{"_meta.n":{"count":"a"}}}"#,
+                json!({"layout":"merge","derive":{"_meta.n":{"count":"a"}}}),
                 call,
             ),
             r#"route "r" key "response.derive._meta.n": writes into "_meta""#,
         ),
         (
             route(
-                r#"{"meta":"status","derive":{"status[0]":{"count":"a"}}}"#,
+                json!({"meta":"status","derive":{"status[0]":{"count":"a"}}}),
                 call,
             ),
             r#"route "r" key "response.derive.status[0]": writes into "status""#,
         ),
         (
             route(
-                r#"{"layout":"merge"}"#,
+                json!({"layout":"merge"}),
                 r#"{"name":"a","cluster":"c","path":"/","as":"_meta"}"#,
             ),
             r#"route "r" call "a" key "as": clashes with the completeness object's key (response.meta)"#,
@@ -548,18 +546,18 @@ fn configuration_cannot_write_into_the_completeness_object() {
     // Where the meta object is not, or the value stays under a call's key, it is fine; in
     // merge, a body's top-level key of that name is dropped when the answer is assembled.
     for json in [
-        route(r#"{"meta":null,"derive":{"_meta":{"count":"a"}}}"#, call),
+        route(json!({"meta":null,"derive":{"_meta":{"count":"a"}}}), call),
         route(
-            r#"{"meta":"status","derive":{"_meta":{"count":"a"}}}"#,
+            json!({"meta":"status","derive":{"_meta":{"count":"a"}}}),
             call,
         ),
-        route(r#"{"derive":{"a._meta":{"count":"a"}}}"#, call),
+        route(json!({"derive":{"a._meta":{"count":"a"}}}), call),
         route(
-            r#"{}"#,
+            json!({}),
             r#"{"name":"a","cluster":"c","path":"/","rename":{"x":"_meta"},"fallback":{"_meta":1}}"#,
         ),
         route(
-            r#"{"layout":"merge"}"#,
+            json!({"layout":"merge"}),
             r#"{"name":"a","cluster":"c","path":"/","rename":{"x":"_meta"},"fallback":{"_meta":1}}"#,
         ),
     ] {
@@ -569,7 +567,7 @@ fn configuration_cannot_write_into_the_completeness_object() {
 
 /// Route `page` with `product` and a call `a` that sets `when`.
 fn with_when(when: &str) -> String {
-    route_with_calls(&format!(
+    page_with(&format!(
         r#"{PRODUCT},{{"name":"a","cluster":"c","path":"/a","when":{when}}}"#
     ))
 }
@@ -657,7 +655,7 @@ fn conditions_are_checked_at_load_naming_route_call_and_key() {
             r#"route "page" call "a" key "when.present": reference "path.nope": match.path has no such capture"#.to_string(),
         ),
         (
-            route_with_calls(
+            page_with(
                 r#"{"name":"a","cluster":"c","path":"/a","when":{"present":"calls.b.x"}},
                    {"name":"b","cluster":"c","path":"/b","when":{"not":{"present":"calls.a.y"}}}"#,
             ),
@@ -676,7 +674,7 @@ fn conditions_are_checked_at_load_naming_route_call_and_key() {
 
 #[test]
 fn conditions_compile_into_dependencies_and_inputs() {
-    let plan = compile(&route_with_calls(&format!(
+    let plan = compile(&page_with(&format!(
         r#"{PRODUCT},
         {{"name":"shipping","cluster":"c","path":"/s/{{path.id}}",
           "when":{{"all":[{{"equals":["calls.product.kind","physical"]}},
@@ -704,7 +702,7 @@ fn conditions_compile_into_dependencies_and_inputs() {
 
 /// Route `page` with `posts` and a batch call `authors` (extra keys appended to it).
 fn with_batch(path: &str, extra: &str) -> String {
-    route_with_calls(&format!(
+    page_with(&format!(
         r#"{{"name":"posts","cluster":"c","path":"/posts"}},
            {{"name":"authors","cluster":"u","path":"{path}",
              "join":{{"into":"posts.items","on":"author","match":"id","as":"author_detail"}}{extra}}}"#
@@ -791,7 +789,7 @@ fn batch_joins_are_checked_at_load() {
             r#"route "page" call "authors" key "join.into": the route has no call named "post" (did you mean "posts"?)"#,
         ),
         (
-            route_with_calls(r#"{"name":"a","cluster":"c","path":"/a","max_batch":5}"#),
+            page_with(r#"{"name":"a","cluster":"c","path":"/a","max_batch":5}"#),
             r#"route "page" call "a" key "max_batch": only applies to a batch join (join with match)"#,
         ),
     ];

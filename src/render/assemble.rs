@@ -122,7 +122,6 @@ fn misfit(why: &str) -> Failure {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::render::CallStatus;
     use crate::shape::compile_response;

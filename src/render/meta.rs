@@ -49,12 +49,7 @@ pub fn write_meta(body: &mut Vec<u8>, report: &Report<'_>) {
         },
     );
     write_names(body, "fallback", report.fell_back);
-    let skipped: Vec<&str> = report
-        .calls
-        .iter()
-        .filter(|c| matches!(c.status, CallStatus::Skipped))
-        .map(|c| c.name)
-        .collect();
+    let skipped = names_where(report.calls, |s| matches!(s, CallStatus::Skipped));
     write_names(body, "skipped", &skipped);
     let stale: Vec<&CallView<'_>> = report
         .calls
@@ -79,12 +74,7 @@ pub fn write_meta(body: &mut Vec<u8>, report: &Report<'_>) {
         push_key(body, call.name);
         body.extend_from_slice(call.attempts.to_string().as_bytes());
     });
-    let unfinished: Vec<&str> = report
-        .calls
-        .iter()
-        .filter(|c| matches!(c.status, CallStatus::Unfinished))
-        .map(|c| c.name)
-        .collect();
+    let unfinished = names_where(report.calls, |s| matches!(s, CallStatus::Unfinished));
     write_names(body, "not_waited_for", &unfinished);
     write_object(body, ",\"derive\":", report.inexact, |body, (out, why)| {
         push_key(body, out);
@@ -139,6 +129,15 @@ fn write_failure(body: &mut Vec<u8>, failure: &Failure, expose: bool) {
     body.push(b'{');
     write_failure_fields(body, failure, expose);
     body.push(b'}');
+}
+
+/// The names of the calls whose status passes `test`, in configuration order.
+fn names_where<'a>(calls: &[CallView<'a>], test: impl Fn(&CallStatus<'a>) -> bool) -> Vec<&'a str> {
+    calls
+        .iter()
+        .filter(|c| test(&c.status))
+        .map(|c| c.name)
+        .collect()
 }
 
 /// `,"key":["a","b"]`, unless the list is empty.

@@ -13,15 +13,21 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// A local reply for the host to send, exactly once per request.
+/// A local reply for the host to send, exactly once per request: the aggregated answer or an
+/// error (SPEC §4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
+    /// The HTTP status.
     pub status: u16,
+    /// Names and values, in the order they are sent; a name may repeat (copied `set-cookie`
+    /// headers, say).
     pub headers: Vec<(Cow<'static, str>, String)>,
+    /// The body: JSON for every answer the filter writes.
     pub body: Vec<u8>,
 }
 
 impl Response {
+    /// The first value of header `name` (lowercase), if the response has it.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -33,9 +39,11 @@ impl Response {
 /// What the renderer needs to know about one call of the route, in configuration order.
 #[derive(Debug)]
 pub struct CallView<'a> {
+    /// The key the call is shown under (its `as`, or its name).
     pub name: &'a str,
     /// The JSON under the call's key; `None` leaves the key out.
     pub output: Option<Cow<'a, [u8]>>,
+    /// How the call ended, or that it did not.
     pub status: CallStatus<'a>,
     /// A fallback stands in for the call's body (or for some of its items).
     pub fell_back: bool,
@@ -48,6 +56,8 @@ pub struct CallView<'a> {
     /// Requests sent for the call (first attempts, retries, hedges), reported when some
     /// request of the call was sent more than once.
     pub attempts: u32,
+    /// Some request of the call was sent more than once: `attempts` is reported in
+    /// `_meta.attempts` and `server-timing`.
     pub retried: bool,
     /// Answered from the cache.
     pub cached: bool,
@@ -81,6 +91,7 @@ impl<'a> CallView<'a> {
     }
 }
 
+/// Where a call stands when the answer is written.
 #[derive(Debug)]
 pub enum CallStatus<'a> {
     /// Not fetched for this request (`fields`): it neither counts nor shows.
@@ -90,7 +101,9 @@ pub enum CallStatus<'a> {
     /// Skipped by its `when` (SPEC §3.6): absent, listed in `_meta.skipped`, shown in
     /// `server-timing` as `desc="skipped"`; it does not make the answer incomplete.
     Skipped,
+    /// Succeeded (a stale cache entry counts, reported in [`CallView::stale`]).
     Succeeded,
+    /// Failed: reported in `_meta.errors` (its fallback, if any, is the output).
     Failed(&'a Failure),
     /// A `for_each` call some of whose items failed: item text and failure.
     ItemsFailed(Vec<(&'a str, &'a Failure)>),
@@ -128,7 +141,9 @@ pub struct Shape<'a> {
     pub meta_key: Option<&'a str>,
     /// The same key as text: an upstream key of that name never reaches the answer.
     pub meta_name: Option<&'a str>,
+    /// Show failures' `detail` (the route's `expose_errors`).
     pub expose_errors: bool,
+    /// The route's layout, derived fields and static headers.
     pub response: &'a ResponseShape,
 }
 
@@ -455,7 +470,6 @@ pub fn server_timing(calls: &[CallView<'_>]) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
     use super::*;
     use crate::outcome::Reason;
     use serde_json::json;

@@ -5,18 +5,29 @@
 
 use super::Store;
 
+/// `circuit_breaker` (SPEC §6) of a call. Its state is per cluster, in the [`Store`] under
+/// [`key`]: calls of every route and worker to that cluster share it, each with its own
+/// policy's numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerPolicy {
+    /// Consecutive failures (1 to 1000) that open the circuit. Only failures that say the
+    /// upstream is unwell count ([`counts_against_upstream`]); any other outcome starts the
+    /// count again.
+    ///
+    /// [`counts_against_upstream`]: crate::outcome::Reason::counts_against_upstream
     pub failures: u32,
+    /// Milliseconds the circuit stays open before one probe is let through.
     pub open_ms: u64,
 }
 
 /// Whether a call may go out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
+    /// The circuit is closed: send as usual.
     Closed,
     /// The circuit was open long enough: this call is the one probe.
     Probe,
+    /// The circuit is open: send nothing; the call fails with `circuit_open`.
     Open,
 }
 
@@ -30,11 +41,16 @@ enum State {
 /// How many compare-and-swap rounds to try before giving up on an update.
 const CAS_ROUNDS: usize = 8;
 
+/// The [`Store`] key of `cluster`'s circuit.
 pub fn key(cluster: &str) -> String {
     format!("ga/breaker/{cluster}")
 }
 
 impl BreakerPolicy {
+    /// Before an attempt to `cluster` at `now_ms` (host clock, ms since the Unix epoch):
+    /// whether it may go out. When the circuit has been open for `open_ms`, the first caller
+    /// gets [`Gate::Probe`] and the circuit is marked probing, so that the others still see it
+    /// open; a probe that never reports is replaced after another `open_ms`.
     pub fn admit(&self, store: &dyn Store, cluster: &str, now_ms: u64) -> Gate {
         let key = key(cluster);
         for _ in 0..CAS_ROUNDS {
@@ -146,7 +162,6 @@ fn decode(bytes: &[u8]) -> Option<State> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::resilience::MemoryStore;
 

@@ -8,10 +8,16 @@
 
 use super::{stable_hash, Store};
 
+/// `cache` (SPEC §6) of one call: how long entries serve, and the call's own slots in the
+/// [`Store`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachePolicy {
+    /// Milliseconds an entry answers the call instead of the upstream (1 to a day).
     pub ttl_ms: u64,
+    /// Milliseconds after `ttl_ms` during which an entry may stand in for a failed request,
+    /// reported in `_meta.stale` (0: never).
     pub stale_if_error_ms: u64,
+    /// The call's slots (1 to 100,000): the most entries it keeps.
     pub max_entries: u64,
     /// Prefix of this call's slot keys.
     pub namespace: String,
@@ -20,12 +26,16 @@ pub struct CachePolicy {
 /// What the cache holds for a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
+    /// Younger than `ttl_ms`: answer with this body, send nothing.
     Fresh(Vec<u8>),
     /// Too old to serve on its own, young enough to stand in for a failure.
     Stale {
+        /// The body as the upstream sent it.
         body: Vec<u8>,
+        /// Milliseconds since it was stored.
         age_ms: u64,
     },
+    /// Nothing usable: send the request.
     Miss,
 }
 
@@ -51,6 +61,9 @@ pub fn request_key(
 }
 
 impl CachePolicy {
+    /// What the cache holds for the request `key` ([`request_key`]) at `now_ms` (host clock,
+    /// ms since the Unix epoch). Reads only; entries past `ttl_ms + stale_if_error_ms` are
+    /// misses.
     pub fn lookup(&self, store: &dyn Store, key: &str, now_ms: u64) -> Lookup {
         for slot in self.slots(key) {
             let Some((bytes, _)) = store.get(&slot) else {
@@ -160,7 +173,6 @@ impl<'a> Entry<'a> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::resilience::MemoryStore;
 

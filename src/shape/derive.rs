@@ -8,11 +8,18 @@ use crate::json_path::{Found, JsonPath};
 use serde_json::{Number, Value};
 use std::cmp::Ordering;
 
+/// The operation of a derived field, with the paths it reads. Numbers are compared and added
+/// exactly, as written (`json_number`); non-numbers are skipped.
 #[derive(Debug)]
 pub enum Op {
+    /// How many elements (of the array found, or matches of `[*]`), or keys of an object.
     Count(JsonPath),
+    /// The exact sum of the numbers found (an array's elements, or `[*]` matches); `null` when
+    /// it cannot be exact.
     Sum(JsonPath),
+    /// The smallest number found, as written (the first of equals).
     Min(JsonPath),
+    /// The largest number found, as written (the first of equals).
     Max(JsonPath),
     /// The first non-null value of the paths.
     Coalesce(Vec<JsonPath>),
@@ -20,9 +27,12 @@ pub enum Op {
     Concat(Vec<JsonPath>),
 }
 
+/// One `response.derive` entry (SPEC §5): a field written into the answer, computed from it.
 #[derive(Debug)]
 pub struct Derived {
+    /// Where the value is written: a non-empty path without `[*]`.
     pub out: JsonPath,
+    /// What is computed; with nothing to compute from, the value is `null`.
     pub op: Op,
 }
 
@@ -177,7 +187,6 @@ fn extreme(values: Vec<&Number>, wanted: Ordering) -> Value {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
 

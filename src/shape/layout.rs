@@ -30,7 +30,9 @@ pub fn deep_merge(into: &mut Value, from: Value) {
 /// `concat` sorting: by the value at `path` inside each element.
 #[derive(Debug)]
 pub struct Sort {
+    /// `sort_by`: the value compared, inside each element.
     pub path: JsonPath,
+    /// `order`: ascending (the default) or descending.
     pub order: Order,
 }
 
@@ -83,7 +85,6 @@ pub fn compare_sort_keys(a: &Value, b: &Value) -> Ordering {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
 

@@ -13,12 +13,17 @@ pub use transform::CallShape;
 use crate::config::{ConfigError, Layout, ResponseConfig};
 use crate::json_path::JsonPath;
 
-/// Route-level shaping.
+/// Route-level shaping (SPEC §5): the route's `response` block, compiled by
+/// [`compile_response`].
 #[derive(Debug)]
 pub struct ResponseShape {
+    /// `nested` (the default: `{call: body, …}`), `merge` or `concat`.
     pub layout: Layout,
+    /// `concat` only: the order of the concatenated elements.
     pub sort: Option<Sort>,
+    /// `concat` only: the most elements kept (at least 1), after sorting.
     pub limit: Option<usize>,
+    /// Computed fields, written in configuration order after the layout (not in `concat`).
     pub derive: Vec<Derived>,
     /// Static headers added to every answer of the route.
     pub headers: Vec<(String, String)>,

@@ -5,6 +5,9 @@ use crate::config::{CallConfig, ConfigError};
 use crate::json_path::{self, JsonPath};
 use serde_json::Value;
 
+/// A call's transforms (SPEC §5), compiled once by [`CallShape::compile`] and applied to every
+/// successful answer of the call before the layout; later calls' templates still read the
+/// upstream body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallShape {
     extract: Option<JsonPath>,
@@ -99,15 +102,17 @@ impl CallShape {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::config;
+    use crate::testing;
     use serde_json::json;
 
     fn shape(call: &str) -> CallShape {
-        let json = format!(
-            r#"{{"routes":[{{"name":"r","match":{{"path":"/"}},"calls":[{{"name":"c","cluster":"k","path":"/",{call}}}]}}]}}"#
-        );
+        let json = testing::route("r", "/")
+            .calls(&format!(
+                r#"{{"name":"c","cluster":"k","path":"/",{call}}}"#
+            ))
+            .config();
         let config = config::parse(json.as_bytes()).unwrap();
         CallShape::compile(&config.routes[0].calls[0])
             .unwrap()

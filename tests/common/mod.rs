@@ -549,18 +549,43 @@ pub fn raw_request(port: u16, request: &[u8]) -> io::Result<HttpResponse> {
     Ok(response)
 }
 
+/// A raw TCP connection to a loopback port, reads timing out after 10 s.
+pub fn connect(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set the read timeout");
+    stream
+}
+
+/// Everything the peer sends until it closes, and how the connection ended (`None`: closed
+/// cleanly; else the error, e.g. `ConnectionReset`).
+pub fn read_until_closed(mut stream: &TcpStream) -> (Vec<u8>, Option<io::ErrorKind>) {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (received, None),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) => return (received, Some(e.kind())),
+        }
+    }
+}
+
 /// A slow client: sends `head` (start line and headers, e.g. from [`encode_request`] with an
 /// empty body and the `content-length` to announce), then each of `pieces` after waiting
 /// `every`, while it reads the answer to `method` on the same connection. `elapsed` counts from
-/// the head being sent. The writer gives up at the first failed write (the server closed), and
-/// the returned handle ends once it has sent or given up on every piece.
+/// the head being sent. The writer gives up at the first failed write (the server closed).
+/// Returns once the answer is in and the writer has sent or given up on every piece (whatever
+/// the client still sends after the answer has reached the server by then); panics without an
+/// answer.
 pub fn slow_request(
     port: u16,
     method: &str,
     head: &[u8],
     pieces: Vec<Vec<u8>>,
     every: Duration,
-) -> (io::Result<HttpResponse>, thread::JoinHandle<()>) {
+) -> HttpResponse {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
     stream.set_nodelay(true).unwrap();
@@ -575,11 +600,10 @@ pub fn slow_request(
             }
         }
     });
-    let response = read_response(&mut BufReader::new(&stream), method).map(|mut r| {
-        r.elapsed = started.elapsed();
-        r
-    });
-    (response, pieces_sent)
+    let mut response = read_response(&mut BufReader::new(&stream), method).expect("an answer");
+    response.elapsed = started.elapsed();
+    pieces_sent.join().expect("the slow writer");
+    response
 }
 
 pub fn encode_request(
@@ -724,6 +748,23 @@ impl EnvoyBuilder {
             let tail = lines[lines.len().saturating_sub(60)..].join("\n");
             panic!("Envoy did not start; last lines of its log:\n{tail}")
         })
+    }
+
+    /// Starts Envoy expecting the filter to refuse its configuration; returns the log line
+    /// that says why (`… configuration rejected: route "…" call "…" key "…": …`). Panics if
+    /// Envoy starts, or if its log has no such line.
+    pub fn rejection(self) -> String {
+        let log = match self.try_start() {
+            Ok(envoy) => panic!(
+                "Envoy started with an invalid configuration:\n{}",
+                envoy.log()
+            ),
+            Err(log) => log,
+        };
+        log.lines()
+            .find(|l| l.contains("configuration rejected"))
+            .unwrap_or_else(|| panic!("no rejection line in the log:\n{log}"))
+            .to_string()
     }
 
     /// Starts Envoy; `Err(full log)` if it exits (e.g. the filter rejects its configuration)
@@ -976,10 +1017,19 @@ impl Envoy {
 
     /// The value of one counter or gauge from `/stats`, if it exists.
     pub fn stat(&self, name: &str) -> Option<u64> {
-        self.stats().lines().find_map(|line| {
-            let (n, v) = line.split_once(": ")?;
-            (n == name).then(|| v.trim().parse().ok()).flatten()
-        })
+        stat_in(&self.stats(), name)
+    }
+
+    /// The value of one counter or gauge from `/stats`; panics if it does not exist.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.stat(name)
+            .unwrap_or_else(|| panic!("no stat {name} in /stats"))
+    }
+
+    /// The value of the filter's own counter or gauge `name` (below [`FILTER_STATS`]);
+    /// panics if it does not exist.
+    pub fn filter_stat(&self, name: &str) -> u64 {
+        filter_stat(&self.stats(), name)
     }
 
     pub fn get(&self, path: &str) -> HttpResponse {
@@ -1060,6 +1110,24 @@ impl Envoy {
             .as_u64()?;
         u16::try_from(port).ok().filter(|p| *p != 0)
     }
+}
+
+/// The prefix of the filter's own stats in Envoy's `/stats`.
+pub const FILTER_STATS: &str = "wasmcustom.gateway_aggregator.";
+
+/// The value of counter or gauge `name` in a `/stats` text ([`Envoy::stats`]), if it is there.
+pub fn stat_in(stats: &str, name: &str) -> Option<u64> {
+    stats.lines().find_map(|line| {
+        let (n, v) = line.split_once(": ")?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// The value of the filter's counter or gauge `name` (below [`FILTER_STATS`]) in a `/stats`
+/// text read once ([`Envoy::stats`]); panics if it is absent.
+pub fn filter_stat(stats: &str, name: &str) -> u64 {
+    stat_in(stats, &format!("{FILTER_STATS}{name}"))
+        .unwrap_or_else(|| panic!("no stat {FILTER_STATS}{name} in /stats"))
 }
 
 impl Drop for Envoy {
