@@ -3,15 +3,9 @@
 //! result means for the request.
 
 use super::Event;
-use crate::outcome::{judge_answer, Failure, Reason, Success};
+use crate::outcome::{judge_answer, reset_is_timeout, Failure, Reason, Success};
 use crate::plan::Call;
 use std::time::Duration;
-
-/// A reset this close to an attempt's timeout is the timeout: Envoy arms its timers from the
-/// event loop's cached clock, so they fire a few milliseconds early by our clock reads.
-fn timeout_slack(timeout: Duration) -> Duration {
-    (timeout / 20).max(Duration::from_millis(10))
-}
 
 /// What `event` says about an attempt of `call` sent with `timeout`, `elapsed` after it was
 /// sent. For a successful answer of a call that caches, the upstream body comes back too, to be
@@ -59,11 +53,13 @@ fn failure(event: Event, call: &Call, timeout: Duration, elapsed: Duration) -> F
             failure
         }
         // Envoy resets an attempt whose timeout fires after the answer's headers arrived.
-        Event::Reset { .. } if elapsed + timeout_slack(timeout) >= timeout => {
+        Event::Reset { .. } if reset_is_timeout(elapsed, timeout) => {
             Failure::new(Reason::Timeout).with_detail("no complete answer within the timeout")
         }
         Event::Reset { .. } => Failure::new(Reason::Connect)
             .with_detail("connection reset before the answer completed"),
+        Event::TimedOut { .. } => Failure::new(Reason::Timeout)
+            .with_detail("no answer within the timeout from an identical request in flight"),
         Event::Refused { detail, .. } => Failure::new(Reason::Dispatch).with_detail(detail),
         Event::Unreachable { detail, .. } => Failure::new(Reason::Connect).with_detail(detail),
         // Answers are judged by `event`.

@@ -99,6 +99,11 @@ pub struct Dispatch {
     pub request: Rc<UpstreamRequest>,
     /// The call's `timeout_ms`, cut to what is left of the route deadline (at least 1 ms).
     pub timeout: Duration,
+    /// The key of identical requests (SPEC §6 `coalesce`), when the attempt may share an
+    /// identical request already in flight instead of being sent: its call coalesces, and it is
+    /// neither a hedge nor the circuit breaker's probe, which must reach the upstream
+    /// themselves. Its outcome is then reported with [`Gather::on_coalesced_event`].
+    pub coalesce: Option<Rc<str>>,
 }
 
 /// A rendered upstream request.
@@ -132,6 +137,10 @@ pub enum Event {
     Refused { attempt: AttemptId, detail: String },
     /// Envoy accepted the attempt but could not start it (no healthy host in the cluster).
     Unreachable { attempt: AttemptId, detail: String },
+    /// The host stopped waiting at the attempt's timeout: it shared an identical request in
+    /// flight (SPEC §6 `coalesce`), whose own timeout Envoy keeps, and that had not answered
+    /// by then. Judged `timeout`.
+    TimedOut { attempt: AttemptId },
 }
 
 impl Event {
@@ -142,7 +151,8 @@ impl Event {
             | Event::TooLarge { attempt, .. }
             | Event::Reset { attempt }
             | Event::Refused { attempt, .. }
-            | Event::Unreachable { attempt, .. } => *attempt,
+            | Event::Unreachable { attempt, .. }
+            | Event::TimedOut { attempt } => *attempt,
         }
     }
 }
@@ -184,7 +194,21 @@ impl Gather {
     /// Takes in what happened to an attempt, at `now`. An event about an attempt that is no
     /// longer open (the slower of a hedged pair, or one after the answer) changes nothing.
     pub fn on_event(&mut self, event: Event, now: Instant, store: &dyn Store) -> Vec<Action> {
-        self.step(now, |gather| gather.attempt_ended(event, now, store))
+        self.step(now, |gather| gather.attempt_ended(event, now, store, false))
+    }
+
+    /// Takes in what happened to an attempt that joined an identical request another
+    /// aggregation sent (SPEC §6 `coalesce`), at `now`: judged as [`Gather::on_event`] judges,
+    /// its success marked coalesced. That request's outcome is recorded once, by the
+    /// aggregation it was sent for: a coalesced event neither fills the cache nor counts for the
+    /// circuit breaker.
+    pub fn on_coalesced_event(
+        &mut self,
+        event: Event,
+        now: Instant,
+        store: &dyn Store,
+    ) -> Vec<Action> {
+        self.step(now, |gather| gather.attempt_ended(event, now, store, true))
     }
 
     /// Sends the retries and hedges due by `now`. Safe to call early or more than once.
@@ -222,3 +246,5 @@ impl Gather {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_coalesce;
