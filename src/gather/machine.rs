@@ -52,7 +52,9 @@ use super::state::{
     Attempt, CallState, Fanned, Hedge, ItemState, Outcome, Prepared, Request, RequestState,
     StaleEntry,
 };
-use super::{Action, AttemptId, ClientRequest, Dispatch, Event, Gather, ItemId, RequestId};
+use super::{
+    Action, AttemptId, ClientRequest, Coalesce, Dispatch, Event, Gather, ItemId, RequestId,
+};
 use crate::config::WaitFor;
 use crate::outcome::{Failure, Reason, Success};
 use crate::plan::{Call, CallId, FanOut, Route};
@@ -629,7 +631,11 @@ impl Gather {
                 .prepared
                 .coalesce_key
                 .clone()
-                .filter(|_| !probe && !hedge),
+                .filter(|_| !probe && !hedge)
+                .map(|key| Coalesce {
+                    key,
+                    timeout: request.prepared.timeout,
+                }),
         };
         log::debug!(
             "route {}: dispatch attempt {number} of request {} to cluster {} with timeout {} ms",

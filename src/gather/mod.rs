@@ -99,11 +99,25 @@ pub struct Dispatch {
     pub request: Rc<UpstreamRequest>,
     /// The call's `timeout_ms`, cut to what is left of the route deadline (at least 1 ms).
     pub timeout: Duration,
-    /// The key of identical requests (SPEC §6 `coalesce`), when the attempt may share an
-    /// identical request already in flight instead of being sent: its call coalesces, and it is
-    /// neither a hedge nor the circuit breaker's probe, which must reach the upstream
-    /// themselves. Its outcome is then reported with [`Gather::on_coalesced_event`].
-    pub coalesce: Option<Rc<str>>,
+    /// Set when the attempt may share an identical request of another aggregation (SPEC §6
+    /// `coalesce`): its call coalesces, and it is neither a hedge nor the circuit breaker's
+    /// probe, which must reach the upstream themselves.
+    pub coalesce: Option<Coalesce>,
+}
+
+/// How an attempt may be shared (SPEC §6 `coalesce`). The host joins it to the request in
+/// flight under `key` (its outcome is then reported with [`Gather::on_coalesced_event`]), or
+/// sends it for others to join. Either way the attempt waits at most its own `timeout`, which
+/// the host keeps with a wake-up ([`Event::TimedOut`]): the request itself is sent with the
+/// call's `timeout`, so that it outlives the deadline of the aggregation that happened to send
+/// it, for the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coalesce {
+    /// Names identical requests: cluster, method, authority, rendered path and call headers,
+    /// and the `vary` headers' client values.
+    pub key: Rc<str>,
+    /// The call's `timeout_ms`, not cut to any aggregation's deadline.
+    pub timeout: Duration,
 }
 
 /// A rendered upstream request.
@@ -137,9 +151,9 @@ pub enum Event {
     Refused { attempt: AttemptId, detail: String },
     /// Envoy accepted the attempt but could not start it (no healthy host in the cluster).
     Unreachable { attempt: AttemptId, detail: String },
-    /// The host stopped waiting at the attempt's timeout: it shared an identical request in
-    /// flight (SPEC §6 `coalesce`), whose own timeout Envoy keeps, and that had not answered
-    /// by then. Judged `timeout`.
+    /// A shared attempt (SPEC §6 `coalesce`, [`Dispatch::coalesce`]) ran out of time: the host
+    /// stopped waiting at the attempt's own timeout (Envoy keeps the shared request's, which
+    /// may be longer), or the shared request itself timed out. Judged `timeout`.
     TimedOut { attempt: AttemptId },
 }
 

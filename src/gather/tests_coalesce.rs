@@ -55,7 +55,10 @@ fn sent(actions: &[Action]) -> Vec<&Dispatch> {
 }
 
 fn key(actions: &[Action]) -> Option<Rc<str>> {
-    sent(actions).first().and_then(|d| d.coalesce.clone())
+    sent(actions)
+        .first()
+        .and_then(|d| d.coalesce.as_ref())
+        .map(|c| Rc::clone(&c.key))
 }
 
 fn answer(attempt: usize, status: u16, body: &str) -> Event {
@@ -86,6 +89,12 @@ fn identical_requests_share_a_key_whatever_their_trace_headers() {
     let (_, second) = begin(&route, &store, "1", "req-2", None);
     let (_, other) = begin(&route, &store, "2", "req-3", None);
     assert!(key(&first).is_some());
+    let shared = sent(&first)[0].coalesce.as_ref().unwrap();
+    assert_eq!(
+        (sent(&first)[0].timeout, shared.timeout),
+        (Duration::from_millis(300), Duration::from_millis(1000)),
+        "the attempt waits until its deadline; the request is sent with the call's timeout"
+    );
     assert_eq!(
         key(&first),
         key(&second),
@@ -211,6 +220,7 @@ fn a_waiter_that_stops_waiting_times_out_and_its_own_rules_apply() {
     let again = sent(&retry);
     assert_eq!(again.len(), 1, "timeout is retried: {retry:?}");
     assert!(again[0].coalesce.is_some(), "a retry may share too");
+    assert_eq!(again[0].timeout, Duration::from_millis(50));
     let r = response(g.on_coalesced_event(
         Event::TimedOut {
             attempt: again[0].attempt,

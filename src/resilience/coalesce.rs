@@ -113,7 +113,7 @@ pub struct Shared<R> {
 }
 
 /// A shared request whose sender went away: to be sent again for `waiter` (the first still
-/// waiting), with `timeout` (what is left of its own, at least 1 ms).
+/// waiting), with `timeout`: until the last waiter stops waiting (at least 1 ms).
 #[derive(Debug)]
 pub struct Handover<R> {
     pub key: Rc<str>,
@@ -221,7 +221,7 @@ impl<R: Clone> InFlight<R> {
     }
 
     /// The requests due for a handover at `now`, each for its first waiter (who then waits as
-    /// the one it was sent for). The caller sends each and calls [`InFlight::resent`], or
+    /// the one it was sent for), to be sent with a timeout that lets every waiter wait its own. The caller sends each and calls [`InFlight::resent`], or
     /// [`InFlight::abandon`] when the host refuses.
     pub fn handovers(&mut self, now: Instant) -> Vec<Handover<R>> {
         let mut due = Vec::new();
@@ -233,11 +233,13 @@ impl<R: Clone> InFlight<R> {
                 continue;
             };
             first.joined = false;
+            let waiter = first.clone();
+            let last = shared.waiters.iter().map(|w| w.until).max().unwrap_or(now);
             due.push(Handover {
                 key: Rc::clone(key),
                 request: shared.request.clone(),
-                waiter: first.clone(),
-                timeout: first.until.saturating_duration_since(now).max(MIN_TIMEOUT),
+                waiter,
+                timeout: last.saturating_duration_since(now).max(MIN_TIMEOUT),
             });
         }
         due
@@ -482,8 +484,8 @@ mod tests {
         assert_eq!((handover.waiter.context, handover.waiter.attempt), (2, 3));
         assert_eq!(
             handover.timeout,
-            Duration::from_millis(100),
-            "what is left of its own"
+            Duration::from_millis(130),
+            "until the last waiter stops waiting"
         );
         assert_eq!(handover.request, "req");
         book.resent(&handover.key, 9, at(30), handover.timeout);
