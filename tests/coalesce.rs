@@ -334,3 +334,31 @@ fn a_credential_without_vary_is_refused_at_configure_time() {
         "{line}"
     );
 }
+
+#[test]
+fn calls_that_depend_on_a_shared_answer_go_out_for_every_waiter() {
+    let service = echo(300);
+    // The shared answer reaches each waiter in the callback of the stream it was sent from;
+    // what the waiters send next goes out from the timer (answered to the root context) or
+    // joins what is already in flight.
+    let config = r#"{"routes":[{"name":"r","match":{"path":"/p/{id}"},"calls":[
+        {"name":"product","cluster":"c","path":"/products/{path.id}","coalesce":true},
+        {"name":"seller","cluster":"c","path":"/sellers/{calls.product.path}","coalesce":true},
+        {"name":"stock","cluster":"c","path":"/stock/{calls.product.user}"}]}]}"#;
+    let envoy = Arc::new(Envoy::builder(config).cluster("c", service.port()).start());
+    let responses = at_once(&envoy, plain("/p/5", 4));
+    for response in &responses {
+        assert_eq!(response.status, 200, "{}", response.text());
+        let body = response.json();
+        assert_eq!(body["seller"]["path"], "/sellers/%2Fproducts%2F5");
+        assert_eq!(body["stock"]["path"], "/stock/-");
+        assert_eq!(body["_meta"]["complete"], true, "{body}");
+    }
+    let hits = service.hits();
+    let count = |prefix: &str| hits.iter().filter(|h| h.path.starts_with(prefix)).count();
+    assert_eq!(
+        (count("/products/"), count("/sellers/"), count("/stock/")),
+        (1, 1, 4)
+    );
+    envoy.assert_no_vm_failures();
+}
