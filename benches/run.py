@@ -883,6 +883,9 @@ def scenario_rows(scenario: str) -> list[Row]:
             Row("hot_coalesce", "filter, 1 call to a, coalesce", FILTER_PORT, "/hot/coalesce",
                 "hot", ("filter",), HOT_MS, hits_on="a", coalesce=True,
                 stats_route="hot-coalesce"),
+            # What the machine makes of 64 clients on an upstream at 20 ms without the filter.
+            Row("plain", "plain Envoy proxy to a (reference)", PLAIN_PORT, "/plain/delay",
+                "single", ("plain",), HOT_MS, hits_on="a"),
         ]
     die(f"unknown scenario {scenario!r} in SCENARIOS (use a, b, c, d)", 2)
 
@@ -948,7 +951,7 @@ def run_scenario(procs: Processes, wrk: str, scenario: str, pids: dict[str, int]
             say(f"  {row.label:<37} {skipped[row.key]}")
             continue
         problem = check_json(row.port, row.path, row.expect)
-        if not problem and row.hits_on:
+        if not problem and row.stats_route:
             problem = check_hot_at_once(row)
         if problem:
             failures[row.key] = [f"wrong answer before the run: {problem}"]
@@ -1283,10 +1286,13 @@ def standing(all_results: dict[str, ScenarioResults], rats: list[Ratio]) -> list
 
 def hot_path_notes(all_results: dict[str, ScenarioResults]) -> list[str]:
     """Scenario d: what its rows are, how hits are counted, and the result in one sentence."""
-    w = [f"Both rows: `-c{CONNECTIONS['d']}` on one path of the filter's gateway "
+    w = [f"The filter's rows: `-c{CONNECTIONS['d']}` on one path of the filter's gateway "
          "(`benches/envoy/gateway-filter.yaml`, one worker), routes `hot` and `hot-coalesce`, "
          "each with one GET call to upstream a's `/delay` (20 ms), identical but for "
-         "`\"coalesce\": true` on the second's call. *upstream hits/s*: requests that reached "
+         "`\"coalesce\": true` on the second's call; for reference, plain Envoy "
+         "(`benches/envoy/gateway-plain.yaml`, no filter) proxying the same clients to a's "
+         "`/delay`: the latency the machine gives 64 clients on that upstream without the "
+         "filter. *upstream hits/s*: requests that reached "
          "upstream a during the run (its `http.a.downstream_rq_total` from the upstream Envoy's "
          "admin `/stats`, read before and after, no other traffic meanwhile) over the run's wall "
          "time; *hits per request*: those hits over the client requests wrk completed (1 without "
@@ -1401,7 +1407,8 @@ def report(info: dict[str, str], all_results: dict[str, ScenarioResults], rats: 
             label = f"_{row.label}_" if row.reference else row.label
             head = f"| {label} | {kind_label(row)} | `{row.path}` |"
             if scenario == "d":
-                head = f"| {label} | `{row.path}` | {'**yes**' if row.coalesce else 'no'} |"
+                flag = "**yes**" if row.coalesce else ("no" if row.stats_route else "-")
+                head = f"| {label} | `{row.path}` | {flag} |"
             if r.skipped:
                 w.append(f"{head} {r.skipped} |")
                 continue
