@@ -1303,7 +1303,10 @@ def hot_path_notes(all_results: dict[str, ScenarioResults]) -> list[str]:
          "`_meta.coalesced`. Before the run, "
          f"{HOT_CHECK_CLIENTS} clients at once must all be answered right, reach upstream a "
          f"{HOT_CHECK_CLIENTS} times and carry no `_meta.coalesced` without coalescing; with it, "
-         "fewer times, with the shared answers marked `_meta.coalesced: [\"a\"]`.\n"]
+         "fewer times, with the shared answers marked `_meta.coalesced: [\"a\"]`. With "
+         "coalescing the clients move in waves: one upstream request per wave, its answer "
+         "handed to every waiter in one callback on the gateway's one worker, so hits/s is about "
+         "one over the wave's round trip, and the wave's answers wait for each other's CPU.\n"]
     d = all_results["d"].median
     hot, co = d.get("hot"), d.get("hot_coalesce")
     if all(r and r.rps and not r.problems and not r.skipped for r in (hot, co)):
