@@ -31,7 +31,8 @@ Scenarios (wrk -t1 --latency, every row warmed up first, rows interleaved in eve
   c  call d takes 1000 ms and times out at 200 ms (-c8): answer time against the timeout
   d  a hot path (-c64): one GET call to upstream a at 20 ms, on two filter routes identical but
      for "coalesce": true; upstream hits per second (upstream a's http.a.downstream_rq_total
-     from its admin /stats, before and after the run) with and without coalescing
+     from its admin /stats, before and after the run) with and without coalescing; plain Envoy
+     proxying the same clients to a for reference
 
 CPU per request is summed over every process in the request path (a deployment row counts the
 Envoy hop and the BFF), from /proc. Writes BENCHMARKS.md (keeping its "## Notes" section) and
