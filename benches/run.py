@@ -29,6 +29,10 @@ Scenarios (wrk -t1 --latency, every row warmed up first, rows interleaved in eve
   b  upstreams at 20/40/60/80 ms: latency at moderate load (-c8), against plain Envoy to the
      slowest upstream (d) and d measured directly
   c  call d takes 1000 ms and times out at 200 ms (-c8): answer time against the timeout
+  d  a hot path (-c64): one GET call to upstream a at 20 ms, on two filter routes identical but
+     for "coalesce": true; upstream hits per second (upstream a's http.a.downstream_rq_total
+     from its admin /stats, before and after the run) with and without coalescing; plain Envoy
+     proxying the same clients to a for reference
 
 CPU per request is summed over every process in the request path (a deployment row counts the
 Envoy hop and the BFF), from /proc. Writes BENCHMARKS.md (keeping its "## Notes" section) and
@@ -37,8 +41,8 @@ prints the ratios with their targets (issue 14).
 Environment:
   DURATION=10     seconds per measured run       QUICK=1        2 s runs, 1 s warm-ups
   WARMUP=2        seconds of warm-up per run     ROUNDS=1       interleaved rounds (median)
-  SCENARIOS=a,b,c scenarios to run               OUTPUT=BENCHMARKS.md  report ("-": none)
-  CONNECTIONS_A=32, CONNECTIONS_B=8, CONNECTIONS_C=8, WRK_THREADS=1
+  SCENARIOS=a,b,c,d scenarios to run             OUTPUT=BENCHMARKS.md  report ("-": none)
+  CONNECTIONS_A=32, CONNECTIONS_B=8, CONNECTIONS_C=8, CONNECTIONS_D=64, WRK_THREADS=1
   ENVOY_BIN (default .venv/bin/envoy), NODE_BIN (default node), NGINX_BIN (default nginx;
   NGINX_BIN=none skips the nginx row), KEEP_LOGS=1 keeps the logs,
   CORE=1 also runs the criterion micro-benchmark (cargo bench --bench core) into the report,
@@ -66,6 +70,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +110,9 @@ PROCESS_LABELS = {"filter": "Envoy + filter", "plain": "Envoy", "lua": "Envoy + 
 
 SLOWEST_MS = 80.0  # scenario b: the slowest upstream (d)
 CALL_TIMEOUT_MS = 200  # scenario c: call d's timeout (as in gateway-filter.yaml, bff.js, gateway-lua.yaml)
+HOT_MS = 20.0  # scenario d: upstream a's /delay, the hot path's one call
+HOT_CHECK_CLIENTS = 8  # scenario d: clients sent at once before the run to check coalescing
+FILTER_STATS_FLUSH_S = 1.2  # the filter flushes its counters to Envoy once a second (src/host/worker.rs)
 READY_TIMEOUT_S = 60.0
 
 # Targets (issue 14; they replace issue 7's). Each is computed per interleaved round and the
@@ -154,11 +162,12 @@ QUICK = os.environ.get("QUICK", "") not in ("", "0")
 DURATION = max(1, round(env_float("DURATION", 2 if QUICK else 10)))
 WARMUP = max(0, round(env_float("WARMUP", 1 if QUICK else 2)))
 ROUNDS = max(1, env_int("ROUNDS", 1))
-SCENARIOS = [s.strip() for s in os.environ.get("SCENARIOS", "a,b,c").split(",") if s.strip()]
+SCENARIOS = [s.strip() for s in os.environ.get("SCENARIOS", "a,b,c,d").split(",") if s.strip()]
 CONNECTIONS = {
     "a": env_int("CONNECTIONS_A", 32),
     "b": env_int("CONNECTIONS_B", 8),
     "c": env_int("CONNECTIONS_C", 8),
+    "d": env_int("CONNECTIONS_D", 64),
 }
 WRK_THREADS = max(1, env_int("WRK_THREADS", 1))
 OUTPUT = os.environ.get("OUTPUT", "BENCHMARKS.md")
@@ -484,7 +493,9 @@ def machine_info(node: str, wrk: str, nginx: Nginx) -> dict[str, str]:
 
 def check_json(port: int, path: str, expect: str) -> str | None:
     """None when the answer is right, else what is wrong. `expect`: 'aggregate' (a..d),
-    'timeout' (a..c, not d, answered after about 200 ms), 'single' (service a), 'single-d'."""
+    'timeout' (a..c, not d, answered after about 200 ms), 'single' (service a), 'single-d',
+    'hot' (the filter's answer from one call a, not marked coalesced: a request alone shares
+    nothing)."""
     try:
         status, headers, body, seconds = http_get(port, path)
     except OSError as e:
@@ -500,6 +511,8 @@ def check_json(port: int, path: str, expect: str) -> str | None:
     if expect in ("single", "single-d"):
         want = "d" if expect == "single-d" else "a"
         return None if value.get("service") == want else f"GET {path}: not service {want}: {body[:200]!r}"
+    if expect == "hot":
+        return hot_problem(path, value, body, coalesced=False)
     names = "abcd" if expect == "aggregate" else "abc"
     for name in names:
         part = value.get(name)
@@ -512,6 +525,107 @@ def check_json(port: int, path: str, expect: str) -> str | None:
             return f"GET {path}: x-aggregation-complete is {headers.get('x-aggregation-complete')!r}"
         if not 0.15 <= seconds <= 0.9:
             return f"GET {path}: answered after {seconds * 1000:.0f} ms, expected about 200 ms"
+    return None
+
+
+def hot_problem(path: str, value: dict, body: bytes, coalesced: bool | None) -> str | None:
+    """What is wrong with a hot-path answer (scenario d): call a must be service a, and
+    `_meta.coalesced` must be ["a"] (coalesced True), absent (False), or either (None)."""
+    part = value.get("a")
+    if not (isinstance(part, dict) and part.get("service") == "a"):
+        return f"GET {path}: call a missing or wrong: {body[:300]!r}"
+    meta = value.get("_meta")
+    marked = meta.get("coalesced") if isinstance(meta, dict) else None
+    if coalesced is True and marked != ["a"]:
+        return f"GET {path}: _meta.coalesced should be [\"a\"]: {body[:300]!r}"
+    if coalesced is False and marked is not None:
+        return f"GET {path}: _meta.coalesced should be absent: {body[:300]!r}"
+    return None
+
+
+def admin_counters(admin: int, contains: str) -> dict[str, int]:
+    """The counters of an Envoy whose name contains `contains`, from its admin /stats."""
+    status, _, body, _ = http_get(admin, f"/stats?filter={contains}")
+    if status != 200:
+        die(f"admin {admin}: GET /stats answered {status}")
+    out = {}
+    for line in body.decode(errors="replace").splitlines():
+        name, sep, value = line.partition(": ")
+        if sep and value.strip().isdigit():
+            out[name.strip()] = int(value)
+    return out
+
+
+def upstream_hits(listener: str) -> int:
+    """Requests that reached one upstream listener (benches/envoy/upstreams.yaml): its HTTP
+    connection manager's downstream_rq_total (stat_prefix = the listener's name), counted when
+    the request's headers arrive."""
+    name = f"http.{listener}.downstream_rq_total"
+    counters = admin_counters(UPSTREAM_ADMIN, name)
+    if name not in counters:
+        die(f"the upstream Envoy has no counter {name}")
+    return counters[name]
+
+
+def filter_route_stats(admin: int, route: str) -> dict[str, int]:
+    """The filter's counters of one route ('requests', 'call.a.attempts', 'call.a.coalesced',
+    ...). The filter hands its counts to Envoy at most once a second (on its tick): read them
+    FILTER_STATS_FLUSH_S after the traffic that should be in them."""
+    prefix = f"wasmcustom.gateway_aggregator.route.{route}."
+    counters = admin_counters(admin, prefix)
+    return {name[len(prefix):]: value for name, value in counters.items() if name.startswith(prefix)}
+
+
+def check_hot_at_once(row: "Row", clients: int = HOT_CHECK_CLIENTS) -> str | None:
+    """Scenario d, before the run: `clients` identical requests at once. Every answer must be
+    right; with coalesce, fewer than `clients` reach upstream a and the answers that shared
+    another's request say so in `_meta.coalesced`; without, every one reaches it and none is
+    marked."""
+    barrier = threading.Barrier(clients)
+    answers: list = [None] * clients
+
+    def client(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            answers[i] = http_get(row.port, row.path)
+        except (OSError, threading.BrokenBarrierError) as e:
+            answers[i] = e
+
+    before = upstream_hits(row.hits_on)
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    hits = upstream_hits(row.hits_on) - before
+    marked = 0
+    for answer in answers:
+        if not isinstance(answer, tuple):
+            return f"{clients} GET {row.path} at once: {answer!r}"
+        status, _, body, _ = answer
+        if status != 200:
+            return f"{clients} GET {row.path} at once: status {status}: {body[:200]!r}"
+        try:
+            value = json.loads(body)
+        except ValueError:
+            return f"{clients} GET {row.path} at once: not JSON: {body[:200]!r}"
+        if not isinstance(value, dict):
+            return f"{clients} GET {row.path} at once: not a JSON object: {body[:200]!r}"
+        problem = hot_problem(row.path, value, body, None if row.coalesce else False)
+        if problem:
+            return f"{clients} at once: {problem}"
+        marked += bool((value.get("_meta") or {}).get("coalesced"))
+    if row.coalesce:
+        if not marked:
+            return (f"{clients} GET {row.path} at once: no answer carries _meta.coalesced "
+                    f"({hits} upstream hits)")
+        if hits >= clients:
+            return f"{clients} GET {row.path} at once reached upstream {row.hits_on} {hits} times"
+    elif hits != clients:
+        return (f"{clients} GET {row.path} at once (no coalesce) reached upstream "
+                f"{row.hits_on} {hits} times")
+    say(f"  {row.label:<37} check: {clients} at once -> {hits} upstream hit(s), "
+        f"{marked} answer(s) marked _meta.coalesced")
     return None
 
 
@@ -530,6 +644,11 @@ class Row:
     floor_ms: float = 0.0
     reference: bool = False  # not a gateway: a reference row
     kind: str = "gateway"  # "gateway", "floor", "deployment", "information", "peer" (report column)
+    # Scenario d: the upstream listener whose requests are counted (its stat_prefix), whether
+    # the route coalesces, and the filter route whose stats are read (its one call is a).
+    hits_on: str = ""
+    coalesce: bool = False
+    stats_route: str = ""
 
 
 @dataclass
@@ -547,6 +666,20 @@ class Result:
     parts: dict[str, float] = field(default_factory=dict)  # gw_cpu by process
     problems: list[str] = field(default_factory=list)
     skipped: str = ""  # why the row did not run (a peer that could not be had)
+    # Scenario d: requests that reached the upstream during the run, per second of it and per
+    # client request, and the filter's counters over the run: requests its route answered, its
+    # call's attempts and those coalesced (-1 when not read).
+    hits: int = 0
+    hits_per_s: float = 0.0
+    hits_per_req: float = 0.0
+    answered: int = -1
+    attempts: int = -1
+    coalesced: int = -1
+
+    @property
+    def coalesced_share(self) -> float | None:
+        """Of the answers the filter gave, those from another aggregation's request."""
+        return self.coalesced / self.answered if self.coalesced >= 0 and self.answered > 0 else None
 
     @property
     def gw_us_per_req(self) -> float:
@@ -611,6 +744,10 @@ def measure(procs: Processes, wrk: str, row: Row, connections: int, pids: dict[s
     if WARMUP > 0:
         run_wrk(procs, wrk_argv(wrk, connections, WARMUP, url), WARMUP + 30)
     procs.check_alive()
+    if row.stats_route:
+        time.sleep(FILTER_STATS_FLUSH_S)  # the warm-up's counts flushed before the run's start
+    route0 = filter_route_stats(FILTER_ADMIN, row.stats_route) if row.stats_route else {}
+    hits0 = upstream_hits(row.hits_on) if row.hits_on else 0
     gw_pids, up_pid = {name: pids[name] for name in row.cpu}, pids["upstreams"]
     gw0 = {name: tree_cpu_seconds(pid) for name, pid in gw_pids.items()}
     up0 = cpu_seconds(up_pid)
@@ -627,6 +764,20 @@ def measure(procs: Processes, wrk: str, row: Row, connections: int, pids: dict[s
     result.up_cpu = (cpu_seconds(up_pid) - up0) / wall
     result.busy = (busy1 - busy0) / wall
     result.wrk_cpu = ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) / wall
+    if row.hits_on:
+        # The window of the counter holds the run's wall time and two reads of the admin; no
+        # other request reaches the upstream meanwhile (rows run one at a time).
+        result.hits = upstream_hits(row.hits_on) - hits0
+        result.hits_per_s = result.hits / wall
+        result.hits_per_req = result.hits / result.requests if result.requests else 0.0
+    if row.stats_route:
+        time.sleep(FILTER_STATS_FLUSH_S)  # the run's counts flushed
+        route1 = filter_route_stats(FILTER_ADMIN, row.stats_route)
+        delta = {name: route1.get(name, 0) - route0.get(name, 0)
+                 for name in ("requests", "call.a.attempts", "call.a.coalesced")}
+        result.answered = delta["requests"]
+        result.attempts = delta["call.a.attempts"]
+        result.coalesced = delta["call.a.coalesced"]
     if result.non_2xx:
         result.problems.append(f"{result.non_2xx} non-2xx responses")
     if result.socket_errors:
@@ -652,6 +803,8 @@ def median_result(results: list[Result], by: str) -> Result:
         socket_errors=sum(r.socket_errors for r in results),
         gw_cpu=median.gw_cpu, up_cpu=median.up_cpu, wrk_cpu=median.wrk_cpu, busy=median.busy,
         parts=median.parts, problems=[p for r in results for p in r.problems],
+        hits=median.hits, hits_per_s=median.hits_per_s, hits_per_req=median.hits_per_req,
+        answered=median.answered, attempts=median.attempts, coalesced=median.coalesced,
     )
 
 
@@ -661,6 +814,7 @@ SCENARIO_TITLES = {
     "a": "Scenario a: throughput at saturation (upstreams at 0 ms)",
     "b": "Scenario b: latency at moderate load (upstreams a..d at 20/40/60/80 ms)",
     "c": "Scenario c: one of four calls times out (d takes 1000 ms, its timeout is 200 ms)",
+    "d": "Scenario d: a hot path, with and without coalesce (one call to upstream a at 20 ms)",
 }
 
 
@@ -721,7 +875,20 @@ def scenario_rows(scenario: str) -> list[Row]:
             Row("lua", "Envoy Lua, 4 sequential calls", LUA_PORT, "/agg/timeout", "timeout", ("lua",),
                 CALL_TIMEOUT_MS),
         ]
-    die(f"unknown scenario {scenario!r} in SCENARIOS (use a, b, c)", 2)
+    if scenario == "d":
+        # Every client asks for the same path at once; each route has one GET call to a's
+        # /delay (20 ms), the second with "coalesce": true (benches/envoy/gateway-filter.yaml).
+        return [
+            Row("hot", "filter, 1 call to a", FILTER_PORT, "/hot", "hot", ("filter",), HOT_MS,
+                hits_on="a", stats_route="hot"),
+            Row("hot_coalesce", "filter, 1 call to a, coalesce", FILTER_PORT, "/hot/coalesce",
+                "hot", ("filter",), HOT_MS, hits_on="a", coalesce=True,
+                stats_route="hot-coalesce"),
+            # What the machine makes of 64 clients on an upstream at 20 ms without the filter.
+            Row("plain", "plain Envoy proxy to a (reference)", PLAIN_PORT, "/plain/delay",
+                "single", ("plain",), HOT_MS, hits_on="a"),
+        ]
+    die(f"unknown scenario {scenario!r} in SCENARIOS (use a, b, c, d)", 2)
 
 
 def fmt(value: float, digits: int = 2) -> str:
@@ -733,8 +900,8 @@ def pct(value: float) -> str:
 
 
 def cpu_parts(r: Result, scenario: str) -> str:
-    """'Envoy hop 31% + Node 64%', or in µs per request in scenario a."""
-    if scenario == "a" and r.rps:
+    """'Envoy hop 31% + Node 64%', or in µs per request in scenarios a and d."""
+    if scenario in ("a", "d") and r.rps:
         return " + ".join(f"{PROCESS_LABELS.get(n, n)} {c * 1e6 / r.rps:.0f}" for n, c in r.parts.items())
     return " + ".join(f"{PROCESS_LABELS.get(n, n)} {pct(c)}" for n, c in r.parts.items())
 
@@ -746,8 +913,14 @@ def console_line(row: Row, r: Result, scenario: str) -> str:
             f"p99 {r.p99_ms:>8.2f} ms")
     if scenario in ("b", "c"):
         text += f"  (+{r.p50_ms - row.floor_ms:.2f} / +{r.p99_ms - row.floor_ms:.2f} ms over {row.floor_ms:g})"
+    if row.hits_on:
+        text += (f"  upstream {row.hits_on}: {r.hits_per_s:,.0f} hits/s, "
+                 f"{r.hits_per_req:.3f} per request")
+        if r.coalesced_share is not None:
+            text += (f", {r.coalesced_share:.1%} coalesced (filter: {r.answered:,} answered, "
+                     f"{r.attempts - r.coalesced:,} sent)")
     if row.cpu:
-        text += f"  cpu: path {pct(r.gw_cpu)}" + (f" ({r.gw_us_per_req:.0f} µs/req)" if scenario == "a" else "")
+        text += f"  cpu: path {pct(r.gw_cpu)}" + (f" ({r.gw_us_per_req:.0f} µs/req)" if scenario in ("a", "d") else "")
         if len(row.cpu) > 1:
             text += f" [{cpu_parts(r, scenario)}]"
     else:
@@ -760,7 +933,7 @@ def console_line(row: Row, r: Result, scenario: str) -> str:
 
 @dataclass
 class ScenarioResults:
-    median: dict[str, Result]  # per row: its median run (by req/s in a, by p50 in b and c)
+    median: dict[str, Result]  # per row: its median run (by req/s in a and d, by p50 in b and c)
     runs: dict[str, list[Result]]  # per row: every round's run, in round order
 
 
@@ -779,6 +952,8 @@ def run_scenario(procs: Processes, wrk: str, scenario: str, pids: dict[str, int]
             say(f"  {row.label:<37} {skipped[row.key]}")
             continue
         problem = check_json(row.port, row.path, row.expect)
+        if not problem and row.stats_route:
+            problem = check_hot_at_once(row)
         if problem:
             failures[row.key] = [f"wrong answer before the run: {problem}"]
             say(f"  {row.label:<37} FAIL: {problem}")
@@ -799,7 +974,7 @@ def run_scenario(procs: Processes, wrk: str, scenario: str, pids: dict[str, int]
         elif row.key in failures:
             results[row.key] = Result(problems=failures[row.key])
         else:
-            results[row.key] = median_result(runs[row.key], "rps" if scenario == "a" else "p50_ms")
+            results[row.key] = median_result(runs[row.key], "rps" if scenario in ("a", "d") else "p50_ms")
     if ROUNDS > 1:
         say(" median:")
         for row in rows:
@@ -936,6 +1111,17 @@ def ratios(all_results: dict[str, ScenarioResults], wasm_bytes: int) -> list[Rat
               ("fanout", "plain_d"), lambda o, d: o.p99_ms - d.p99_ms, unit="ms",
               extra=also("b", ("fanout", "direct"), lambda o, d: o.p99_ms - d.p99_ms,
                          "over d measured directly: {:+.2f} ms")),
+        ratio("coalesce: upstream hits/s, without / with",
+              "hot path upstream a hits/s without / with coalesce (scenario d)", "d",
+              ("hot", "hot_coalesce"),
+              lambda n, c: n.hits_per_s / c.hits_per_s if c.hits_per_s else None,
+              extra="; ".join(filter(None, [
+                  also("d", ("hot_coalesce", "hot"), lambda c, n: c.rps / n.rps,
+                       "client req/s with / without: {:.2f}"),
+                  also("d", ("hot_coalesce", "hot"), lambda c, n: c.p50_ms - n.p50_ms,
+                       "p50 with - without: {:+.2f} ms"),
+                  also("d", ("hot_coalesce", "hot"), cpu_ratio,
+                       "CPU per request with / without: {:.2f}")]))),
     ]
     out.append(Ratio(".wasm size", str(WASM.relative_to(ROOT)), wasm_bytes / 1000, "", None,
                      f"{wasm_bytes:,} bytes (issue 7's limit: {WASM_BYTES_ISSUE_7 // 1000} KB)",
@@ -997,7 +1183,7 @@ def existing_notes(path: Path) -> str:
 def command_line() -> str:
     parts = []
     for name in ("QUICK", "DURATION", "WARMUP", "ROUNDS", "SCENARIOS", "CONNECTIONS_A",
-                 "CONNECTIONS_B", "CONNECTIONS_C", "WRK_THREADS", "CORE"):
+                 "CONNECTIONS_B", "CONNECTIONS_C", "CONNECTIONS_D", "WRK_THREADS", "CORE"):
         if os.environ.get(name):
             parts.append(f"{name}={shlex.quote(os.environ[name])}")
     parts += ["make", "bench"]
@@ -1024,6 +1210,7 @@ def standing(all_results: dict[str, ScenarioResults], rats: list[Ratio]) -> list
     """Where we lose and where we win, in this run's numbers."""
     a = all_results["a"].median if "a" in all_results else {}
     b = all_results["b"].median if "b" in all_results else {}
+    d = all_results["d"].median if "d" in all_results else {}
 
     def ok(res: dict[str, Result], key: str) -> Result | None:
         r = res.get(key)
@@ -1078,6 +1265,15 @@ def standing(all_results: dict[str, ScenarioResults], rats: list[Ratio]) -> list
                 f"ours answers at p50 {fan.p50_ms:.1f} ms, plain Envoy to the slowest call alone "
                 f"at {plain_d.p50_ms:.1f} ms (added p50 {ratio('added p50 latency')}); Envoy Lua "
                 f"at {lua_b.p50_ms:.1f} ms, the sum of its calls.")
+    if d:
+        hot, co = ok(d, "hot"), ok(d, "hot_coalesce")
+        if hot and co:
+            win.append(
+                f"- **Hot paths, coalesced.** {CONNECTIONS['d']} clients on one path whose call "
+                f"takes 20 ms (scenario d): with `\"coalesce\": true` the upstream gets "
+                f"{co.hits_per_s:,.0f} requests/s instead of {hot.hits_per_s:,.0f} "
+                f"({co.hits_per_req:.3f} per client request), from configuration; the peers "
+                "here have no such thing.")
     win.append(
         "- **Features, from configuration**, which a BFF has to be written and maintained for: "
         "per-call timeouts and a route deadline, required/optional calls and fallbacks, "
@@ -1087,6 +1283,43 @@ def standing(all_results: dict[str, ScenarioResults], rats: list[Ratio]) -> list
         "BFF and the njs script concatenate the bodies, the Node BFF parses and re-serialises "
         "them, with per-call timeouts.")
     return ["**Where we lose.**\n", *lose, "", "**Where we win.**\n", *win, ""]
+
+
+def hot_path_notes(all_results: dict[str, ScenarioResults]) -> list[str]:
+    """Scenario d: what its rows are, how hits are counted, and the result in one sentence."""
+    w = [f"The filter's rows: `-c{CONNECTIONS['d']}` on one path of the filter's gateway "
+         "(`benches/envoy/gateway-filter.yaml`, one worker), routes `hot` and `hot-coalesce`, "
+         "each with one GET call to upstream a's `/delay` (20 ms), identical but for "
+         "`\"coalesce\": true` on the second's call; for reference, plain Envoy "
+         "(`benches/envoy/gateway-plain.yaml`, no filter) proxying the same clients to a's "
+         "`/delay`: the latency the machine gives 64 clients on that upstream without the "
+         "filter. *upstream hits/s*: requests that reached "
+         "upstream a during the run (its `http.a.downstream_rq_total` from the upstream Envoy's "
+         "admin `/stats`, read before and after, no other traffic meanwhile) over the run's wall "
+         "time; *hits per request*: those hits over the client requests wrk completed (1 without "
+         "coalescing, plus the requests still in flight when wrk stops, at most one per "
+         "connection, which reached a but never completed); *answers coalesced*: the filter's "
+         "`route.<route>.call.a.coalesced` over the route's `requests`, both over the run (read "
+         "after the filter's once-a-second flush of its counters): the share of answers marked "
+         "`_meta.coalesced`. Before the run, "
+         f"{HOT_CHECK_CLIENTS} clients at once must all be answered right, reach upstream a "
+         f"{HOT_CHECK_CLIENTS} times and carry no `_meta.coalesced` without coalescing; with it, "
+         "fewer times, with the shared answers marked `_meta.coalesced: [\"a\"]`. With "
+         "coalescing the clients move in waves: one upstream request per wave, its answer "
+         "handed to every waiter in one callback on the gateway's one worker, so hits/s is about "
+         "one over the wave's round trip, and the wave's answers wait for each other's CPU.\n"]
+    d = all_results["d"].median
+    hot, co = d.get("hot"), d.get("hot_coalesce")
+    if all(r and r.rps and not r.problems and not r.skipped for r in (hot, co)):
+        w.append(f"With `coalesce`, upstream a saw {hot.hits_per_s:,.0f} → "
+                 f"{co.hits_per_s:,.0f} requests/s"
+                 + (f" ({hot.hits_per_s / co.hits_per_s:,.0f}× fewer)" if co.hits_per_s else "")
+                 + f", {co.hits_per_req:.3f} per client request instead of "
+                 f"{hot.hits_per_req:.3f}, while clients got {hot.rps:,.0f} → {co.rps:,.0f} "
+                 f"req/s at p50 {hot.p50_ms:.1f} → {co.p50_ms:.1f} ms, for "
+                 f"{hot.gw_us_per_req:.0f} → {co.gw_us_per_req:.0f} µs of gateway CPU per "
+                 "request.\n")
+    return w
 
 
 def report(info: dict[str, str], all_results: dict[str, ScenarioResults], rats: list[Ratio],
@@ -1112,7 +1345,7 @@ def report(info: dict[str, str], all_results: dict[str, ScenarioResults], rats: 
     w.append(f"Each row: a {WARMUP:g} s warm-up, then "
              f"`{Path(wrk).name} -t{WRK_THREADS} -c<N> -d{DURATION:g}s --latency <url>`"
              + (f", {ROUNDS} interleaved rounds (every row once per round, in the order shown); "
-                "each row shows its median run (by req/s in scenario a, by p50 in b and c), the "
+                "each row shows its median run (by req/s in scenarios a and d, by p50 in b and c), the "
                 "ratios are the median of the per-round ratios" if ROUNDS > 1 else "")
              + ". Upstreams: one Envoy (`benches/envoy/upstreams.yaml`, `--concurrency 2`) with "
              "four listeners a..d serving ~300-byte JSON bodies (`direct_response`), delays from "
@@ -1152,7 +1385,7 @@ def report(info: dict[str, str], all_results: dict[str, ScenarioResults], rats: 
              "on the machine, this script). A request path below 100% per process at saturation "
              "was short of CPU, not of work.\n")
 
-    for scenario in ("a", "b", "c"):
+    for scenario in ("a", "b", "c", "d"):
         if scenario not in all_results:
             continue
         results = all_results[scenario].median
@@ -1165,6 +1398,9 @@ def report(info: dict[str, str], all_results: dict[str, ScenarioResults], rats: 
         elif scenario == "b":
             w.append("| Row | Kind | Path | floor | req/s | p50 | p99 | added p50 | added p99 | p50 - plain Envoy to d | non-2xx | CPU |")
             w.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        elif scenario == "d":
+            w.append("| Row | Path | coalesce | req/s | p50 | p99 | upstream hits/s | hits per request | answers coalesced | non-2xx | CPU | CPU µs/req |")
+            w.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         else:
             w.append("| Row | Kind | Path | call timeout | req/s | p50 | p99 | p50 - timeout | p99 - timeout | non-2xx |")
             w.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -1174,6 +1410,9 @@ def report(info: dict[str, str], all_results: dict[str, ScenarioResults], rats: 
                 continue
             label = f"_{row.label}_" if row.reference else row.label
             head = f"| {label} | {kind_label(row)} | `{row.path}` |"
+            if scenario == "d":
+                flag = "**yes**" if row.coalesce else ("no" if row.stats_route else "-")
+                head = f"| {label} | `{row.path}` | {flag} |"
             if r.skipped:
                 w.append(f"{head} {r.skipped} |")
                 continue
@@ -1188,6 +1427,11 @@ def report(info: dict[str, str], all_results: dict[str, ScenarioResults], rats: 
                 w.append(f"{head} {fmt(r.rps, 0)} | {fmt(r.p50_ms)} ms | "
                          f"{fmt(r.p99_ms)} ms | {status} | {gw} | {us_req} | {split} | "
                          f"{pct(r.up_cpu)} | {pct(r.wrk_cpu)} | {pct(r.other_cpu)} |")
+            elif scenario == "d":
+                share = f"{r.coalesced_share:.1%}" if r.coalesced_share is not None else "n/a"
+                w.append(f"{head} {fmt(r.rps, 0)} | {fmt(r.p50_ms)} ms | {fmt(r.p99_ms)} ms | "
+                         f"{fmt(r.hits_per_s, 0)} | {r.hits_per_req:.3f} | {share} | {status} | "
+                         f"{gw} | {fmt(r.gw_us_per_req, 1)} |")
             elif scenario == "b":
                 over = ""
                 if row.floor_ms == SLOWEST_MS and row.key not in ("plain_d", "direct"):
@@ -1209,6 +1453,8 @@ def report(info: dict[str, str], all_results: dict[str, ScenarioResults], rats: 
                      "that of plain Envoy proxying to d alone, the median of the per-round "
                      "differences: what the aggregation adds over the one call it must wait for, "
                      "through the same Envoy.\n")
+        if scenario == "d":
+            w += hot_path_notes(all_results)
 
     w.append("## Ratios and targets (issue 14)\n")
     w.append("| Ratio | Formula | Value | Target | | Rounds | Also |")

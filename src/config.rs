@@ -194,7 +194,8 @@ pub struct Defaults {
     pub max_fan_out: u64,
     /// Most keys in one request of a batch join.
     pub max_batch: u64,
-    /// `retries`, `hedge_after_ms`, `cache`, `circuit_breaker` of every call (SPEC §6).
+    /// `retries`, `hedge_after_ms`, `cache`, `circuit_breaker`, `coalesce` of every call
+    /// (SPEC §6).
     pub resilience: Resilience,
     /// How many successful calls are enough to answer (SPEC §6).
     pub wait_for: WaitFor,
@@ -270,6 +271,8 @@ pub struct Resilience {
     pub cache: Setting<CacheConfig>,
     /// `circuit_breaker`.
     pub circuit_breaker: Setting<BreakerConfig>,
+    /// `coalesce`: identical requests in flight on one worker share one upstream request.
+    pub coalesce: Setting<bool>,
 }
 
 impl Resilience {
@@ -280,6 +283,7 @@ impl Resilience {
             hedge_after_ms: self.hedge_after_ms.over(&parent.hedge_after_ms),
             cache: self.cache.over(&parent.cache),
             circuit_breaker: self.circuit_breaker.over(&parent.circuit_breaker),
+            coalesce: self.coalesce.over(&parent.coalesce),
         }
     }
 }
@@ -645,6 +649,7 @@ impl FromFields for Resilience {
             hedge_after_ms: fields.setting("hedge_after_ms")?,
             cache: fields.object_setting("cache")?,
             circuit_breaker: fields.object_setting("circuit_breaker")?,
+            coalesce: fields.setting("coalesce")?,
         })
     }
 }

@@ -71,6 +71,8 @@ struct CallStats {
     attempts: Slot,
     retries: Slot,
     hedges: Slot,
+    /// Attempts that shared another aggregation's identical request (SPEC §6 `coalesce`).
+    coalesced: Slot,
     latency_ms: u32,
 }
 
@@ -134,6 +136,7 @@ impl Stats {
                     attempts: counter(format!("{call_base}.attempts"))?,
                     retries: counter(format!("{call_base}.retries"))?,
                     hedges: counter(format!("{call_base}.hedges"))?,
+                    coalesced: counter(format!("{call_base}.coalesced"))?,
                     latency_ms: histogram(format!("{call_base}.latency_ms"))?,
                 });
                 let known = stats
@@ -165,8 +168,9 @@ impl Stats {
 
     /// Counts one answered request: the route's request and status class (2xx complete or
     /// partial, 4xx, 5xx), its latency, and per call each result (a success, or one failure
-    /// per reason: a stale answer counts the failure it stood in for), skipped calls, fallbacks, stale answers,
-    /// cache hits, attempts, retries, hedges and the call's latency; and the circuits it opened.
+    /// per reason: a stale answer counts the failure it stood in for), skipped calls, fallbacks,
+    /// stale answers, cache hits, attempts, retries, hedges, coalesced attempts and the call's
+    /// latency; and the circuits it opened.
     pub fn record(&self, answered: &Answered<'_>, backend: &dyn MetricsBackend) {
         let Some(stats) = self.routes.get(answered.route) else {
             return;
@@ -206,6 +210,7 @@ impl Stats {
             self.count(stats.attempts, call.attempts);
             self.count(stats.retries, call.retries);
             self.count(stats.hedges, call.hedges);
+            self.count(stats.coalesced, call.coalesced);
             if let (true, Some(duration)) = (call.finished, call.duration) {
                 backend.record(stats.latency_ms, whole_millis(duration));
             }
@@ -347,6 +352,8 @@ mod tests {
                     finished: true,
                     results: vec![None, Some(Reason::CircuitOpen), None],
                     cache_hits: 1,
+                    attempts: 2,
+                    coalesced: 1,
                     stale: true,
                     duration: Some(Duration::from_millis(3)),
                     ..CallSummary::default()
@@ -398,6 +405,9 @@ mod tests {
             ("route.page.call.b.failure.circuit_open", 1),
             ("route.page.call.b.cache_hit", 1),
             ("route.page.call.b.stale", 1),
+            ("route.page.call.b.attempts", 2),
+            ("route.page.call.b.coalesced", 1),
+            ("route.page.call.a.coalesced", 0),
             ("cluster.ca.circuit_opened", 1),
         ] {
             assert_eq!(fake.counter(name), count, "{name}");

@@ -179,7 +179,7 @@ fn logs_one_info_line_at_configure_time_and_nothing_per_request_above_debug() {
     assert!(!above_debug.is_empty());
     assert!(
         above_debug.iter().all(|l| l
-            .contains("gateway-aggregator: loaded 1 routes and 2 calls: page (GET /p, 2 calls)")),
+            .contains("gateway-aggregator: loaded 1 route and 2 calls: page (GET /p, 2 calls)")),
         "only the configure-time line is above debug: {above_debug:#?}"
     );
     assert!(

@@ -963,6 +963,32 @@ fn wrong_configurations() -> Vec<(&'static str, Value)> {
             "hedge_after_ms 0",
             variant(&[("/routes/0/calls/0/hedge_after_ms", json!(0))]),
         ),
+        // coalesce (SPEC §6): a boolean, only for GET and HEAD calls without a body.
+        (
+            "coalesce is a string",
+            variant(&[("/routes/0/calls/0/coalesce", json!("yes"))]),
+        ),
+        (
+            "coalesce is an object",
+            variant(&[(
+                "/defaults",
+                json!({"coalesce": {"vary": ["authorization"]}}),
+            )]),
+        ),
+        (
+            "coalesce on a POST call",
+            variant(&[
+                ("/routes/0/calls/0/method", json!("post")),
+                ("/routes/0/calls/0/coalesce", json!(true)),
+            ]),
+        ),
+        (
+            "coalesce on a call with a body",
+            variant(&[
+                ("/routes/0/calls/0/body", json!({"q": 1})),
+                ("/routes/0/calls/0/coalesce", json!(true)),
+            ]),
+        ),
         ("wait_for 0", variant(&[("/routes/0/wait_for", json!(0))])),
         (
             "limit 0",
@@ -1379,6 +1405,7 @@ fn edge_configurations() -> Vec<(&'static str, Value)> {
                     "hedge_after_ms": 80,
                     "cache": {"ttl_ms": 5000, "stale_if_error_ms": 60000, "vary": [], "max_entries": 1024},
                     "circuit_breaker": {"failures": 5, "open_ms": 10000},
+                    "coalesce": true,
                     "wait_for": "quorum", "max_inflight": 200
                 }),
             )]),
@@ -1393,9 +1420,13 @@ fn edge_configurations() -> Vec<(&'static str, Value)> {
                         "hedge_after_ms": 50,
                         "cache": {"ttl_ms": 100},
                         "circuit_breaker": {"failures": 1, "open_ms": 1},
+                        "coalesce": true,
                         "max_inflight": 5
                     }),
                 ),
+                ("/routes/0/coalesce", Value::Null),
+                ("/routes/0/calls/0/coalesce", Value::Null),
+                ("/routes/0/calls/1/coalesce", json!(false)),
                 ("/routes/0/retries", Value::Null),
                 ("/routes/0/hedge_after_ms", Value::Null),
                 ("/routes/0/cache", Value::Null),
@@ -1408,10 +1439,23 @@ fn edge_configurations() -> Vec<(&'static str, Value)> {
             ]),
         ),
         (
+            "coalesce inherited by a POST call (not applied), set on a lowercase get and a HEAD",
+            variant(&[
+                ("/defaults", json!({"coalesce": true})),
+                ("/routes/0/calls/0/method", json!("POST")),
+                ("/routes/0/calls/1/method", json!("get")),
+                ("/routes/0/calls/1/coalesce", json!(true)),
+                (
+                    "/routes/0/calls/2",
+                    json!({"name": "head", "cluster": "c", "method": "HEAD", "path": "/h", "coalesce": true}),
+                ),
+            ]),
+        ),
+        (
             "null at defaults level for the four call options",
             variant(&[(
                 "/defaults",
-                json!({"retries": null, "hedge_after_ms": null, "cache": null, "circuit_breaker": null}),
+                json!({"retries": null, "hedge_after_ms": null, "cache": null, "circuit_breaker": null, "coalesce": null}),
             )]),
         ),
         (

@@ -5,20 +5,10 @@
 use super::Event;
 use crate::json_number;
 use crate::json_path::Found;
-use crate::outcome::{judge_answer, Failure, Reason, Success};
+use crate::outcome::{judge_answer, reset_is_timeout, Failure, Reason, Success};
 use crate::plan::{Batch, Call};
 use serde_json::Value;
 use std::time::Duration;
-
-/// A reset this close to an attempt's timeout is the timeout. Envoy arms its timers from the
-/// event loop's cached clock, which is as old as the loop iteration that dispatched the attempt
-/// (our clock reads are real time): they fire early by that much — a fraction of a millisecond
-/// when Envoy is idle, and measured at 46 ms of a 250 ms timeout on a loaded 2-core machine.
-/// Envoy does not say why it reset a call, so timing is the only signal; a genuine reset in the
-/// last quarter of the timeout is reported as a timeout, which is the lesser error.
-fn timeout_slack(timeout: Duration) -> Duration {
-    (timeout / 4).max(Duration::from_millis(10))
-}
 
 /// What `event` says about an attempt of `call` sent with `timeout`, `elapsed` after it was
 /// sent. For a successful answer of a call that caches, the upstream body comes back too, to be
@@ -66,11 +56,13 @@ fn failure(event: Event, call: &Call, timeout: Duration, elapsed: Duration) -> F
             failure
         }
         // Envoy resets an attempt whose timeout fires after the answer's headers arrived.
-        Event::Reset { .. } if elapsed + timeout_slack(timeout) >= timeout => {
+        Event::Reset { .. } if reset_is_timeout(elapsed, timeout) => {
             Failure::new(Reason::Timeout).with_detail("no complete answer within the timeout")
         }
         Event::Reset { .. } => Failure::new(Reason::Connect)
             .with_detail("connection reset before the answer completed"),
+        Event::TimedOut { .. } => Failure::new(Reason::Timeout)
+            .with_detail("no answer within the timeout from an identical request in flight"),
         Event::Refused { detail, .. } => Failure::new(Reason::Dispatch).with_detail(detail),
         Event::Unreachable { detail, .. } => Failure::new(Reason::Connect).with_detail(detail),
         // Answers are judged by `event`.
@@ -157,6 +149,7 @@ pub fn chunk(
                     headers: Vec::new(),
                     cached: success.cached,
                     stale_age_ms: success.stale_age_ms,
+                    coalesced: success.coalesced,
                     failure_replaced: success.failure_replaced,
                 }),
                 None => {

@@ -18,6 +18,14 @@
 //! none does, or the chunk's failure. When all of a call's requests are concluded, the call is
 //! done.
 //!
+//! An attempt of a call that coalesces (SPEC §6) carries a key on its [`Dispatch`]: the host
+//! may let it share an identical request already in flight instead of sending it. Its outcome
+//! then comes through [`Gather::on_coalesced_event`] (or as [`Event::TimedOut`] when the host
+//! stopped waiting at the attempt's timeout) and moves the request exactly as any attempt's
+//! outcome does; only the success is marked coalesced, and the cache and the circuit breaker
+//! are left to the aggregation the request was sent for, so one upstream answer is stored and
+//! counted once. Hedges and the breaker's probe carry no key: they exist to send a request.
+//!
 //! ```text
 //!  call:     NotFetched (never changes)
 //!            Waiting ──dependencies settled, admitted──► Running ──requests concluded──► Done
@@ -53,7 +61,9 @@ use super::state::{
     Attempt, CallState, Fanned, Hedge, ItemState, Outcome, Prepared, Request, RequestState, Serves,
     StaleEntry,
 };
-use super::{Action, AttemptId, ClientRequest, Dispatch, Event, Gather, ItemId, RequestId};
+use super::{
+    Action, AttemptId, ClientRequest, Coalesce, Dispatch, Event, Gather, ItemId, RequestId,
+};
 use crate::config::WaitFor;
 use crate::outcome::{Failure, Reason, Success};
 use crate::plan::{Batch, Call, CallId, FanOut, Route};
@@ -147,8 +157,16 @@ impl Gather {
     // Events and timers
 
     /// An attempt ended: its request concludes, waits for another of its attempts, or tries
-    /// again (now or after a backoff).
-    pub(super) fn attempt_ended(&mut self, event: Event, now: Instant, store: &dyn Store) -> Step {
+    /// again (now or after a backoff). A `coalesced` attempt shared another aggregation's
+    /// request: its success is marked so, and the cache and the breaker are left to that
+    /// aggregation, so one upstream answer is stored and counted once.
+    pub(super) fn attempt_ended(
+        &mut self,
+        event: Event,
+        now: Instant,
+        store: &dyn Store,
+        coalesced: bool,
+    ) -> Step {
         let id = event.attempt();
         let Some(attempt) = self.attempts.get_mut(id.0).filter(|a| a.open) else {
             log::debug!(
@@ -171,13 +189,22 @@ impl Gather {
             }
         };
         request.state = RequestState::InFlight { open };
+        request.coalesced += u32::from(coalesced);
         let call = route
             .call(request.call)
             .ok_or(Broken("a request of no call"))?;
         let cluster = request.prepared.request.cluster.clone();
         let cache_key = request.prepared.cache_key.clone();
-        let (result, raw) = judge::event(event, call, timeout, elapsed);
-        if let Some(breaker) = call.resilience.breaker {
+        let (mut result, raw) = judge::event(event, call, timeout, elapsed);
+        let (breaker, raw) = if coalesced {
+            if let Ok(success) = &mut result {
+                success.coalesced = true;
+            }
+            (None, None)
+        } else {
+            (call.resilience.breaker, raw)
+        };
+        if let Some(breaker) = breaker {
             let failed = result
                 .as_ref()
                 .err()
@@ -243,7 +270,7 @@ impl Gather {
                 && self.circuit_closed(id, now, store)?
             {
                 self.request_mut(id)?.hedge = Hedge::Sent;
-                self.dispatch(id, false, now)?;
+                self.dispatch(id, false, true, now)?;
             }
         }
         self.advance(now, store)
@@ -610,6 +637,7 @@ impl Gather {
             attempts: 0,
             hedge: Hedge::Off,
             last_failure: None,
+            coalesced: 0,
             state: RequestState::InFlight { open: 0 },
         });
         match lookup {
@@ -665,7 +693,7 @@ impl Gather {
             Some(Gate::Probe) => true,
             Some(Gate::Closed) | None => false,
         };
-        self.dispatch(id, probe, now)?;
+        self.dispatch(id, probe, false, now)?;
         let hedge = call
             .resilience
             .hedge_after_ms
@@ -679,8 +707,9 @@ impl Gather {
     }
 
     /// Hands one attempt of the request to the host, with the call's timeout cut to what is
-    /// left of the deadline.
-    fn dispatch(&mut self, id: RequestId, probe: bool, now: Instant) -> Step {
+    /// left of the deadline. A coalescing call's attempt may share an identical request in
+    /// flight, unless it is the breaker's probe or a hedge: both exist to send a request.
+    fn dispatch(&mut self, id: RequestId, probe: bool, hedge: bool, now: Instant) -> Step {
         let left =
             Duration::from_millis(whole_millis(self.deadline.saturating_duration_since(now)));
         let attempt = AttemptId(self.attempts.len());
@@ -698,6 +727,15 @@ impl Gather {
             attempt,
             request: Rc::clone(&request.prepared.request),
             timeout,
+            coalesce: request
+                .prepared
+                .coalesce_key
+                .clone()
+                .filter(|_| !probe && !hedge)
+                .map(|key| Coalesce {
+                    key,
+                    timeout: request.prepared.timeout,
+                }),
         };
         log::debug!(
             "route {}: dispatch attempt {number} of request {} to cluster {} with timeout {} ms",

@@ -99,6 +99,25 @@ pub struct Dispatch {
     pub request: Rc<UpstreamRequest>,
     /// The call's `timeout_ms`, cut to what is left of the route deadline (at least 1 ms).
     pub timeout: Duration,
+    /// Set when the attempt may share an identical request of another aggregation (SPEC §6
+    /// `coalesce`): its call coalesces, and it is neither a hedge nor the circuit breaker's
+    /// probe, which must reach the upstream themselves.
+    pub coalesce: Option<Coalesce>,
+}
+
+/// How an attempt may be shared (SPEC §6 `coalesce`). The host joins it to the request in
+/// flight under `key` (its outcome is then reported with [`Gather::on_coalesced_event`]), or
+/// sends it for others to join. Either way the attempt waits at most its own `timeout`, which
+/// the host keeps with a wake-up ([`Event::TimedOut`]): the request itself is sent with the
+/// call's `timeout`, so that it outlives the deadline of the aggregation that happened to send
+/// it, for the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coalesce {
+    /// Names identical requests: cluster, method, authority, rendered path and call headers,
+    /// and the `vary` headers' client values.
+    pub key: Rc<str>,
+    /// The call's `timeout_ms`, not cut to any aggregation's deadline.
+    pub timeout: Duration,
 }
 
 /// A rendered upstream request.
@@ -156,6 +175,13 @@ pub enum Event {
         /// What the host said, for `expose_errors`.
         detail: String,
     },
+    /// A shared attempt (SPEC §6 `coalesce`, [`Dispatch::coalesce`]) ran out of time: the host
+    /// stopped waiting at the attempt's own timeout (Envoy keeps the shared request's, which
+    /// may be longer), or the shared request itself timed out. Judged `timeout`.
+    TimedOut {
+        /// The attempt that stopped waiting.
+        attempt: AttemptId,
+    },
 }
 
 impl Event {
@@ -166,7 +192,8 @@ impl Event {
             | Event::TooLarge { attempt, .. }
             | Event::Reset { attempt }
             | Event::Refused { attempt, .. }
-            | Event::Unreachable { attempt, .. } => *attempt,
+            | Event::Unreachable { attempt, .. }
+            | Event::TimedOut { attempt } => *attempt,
         }
     }
 }
@@ -208,7 +235,21 @@ impl Gather {
     /// Takes in what happened to an attempt, at `now`. An event about an attempt that is no
     /// longer open (the slower of a hedged pair, or one after the answer) changes nothing.
     pub fn on_event(&mut self, event: Event, now: Instant, store: &dyn Store) -> Vec<Action> {
-        self.step(now, |gather| gather.attempt_ended(event, now, store))
+        self.step(now, |gather| gather.attempt_ended(event, now, store, false))
+    }
+
+    /// Takes in what happened to an attempt that joined an identical request another
+    /// aggregation sent (SPEC §6 `coalesce`), at `now`: judged as [`Gather::on_event`] judges,
+    /// its success marked coalesced. That request's outcome is recorded once, by the
+    /// aggregation it was sent for: a coalesced event neither fills the cache nor counts for the
+    /// circuit breaker.
+    pub fn on_coalesced_event(
+        &mut self,
+        event: Event,
+        now: Instant,
+        store: &dyn Store,
+    ) -> Vec<Action> {
+        self.step(now, |gather| gather.attempt_ended(event, now, store, true))
     }
 
     /// Sends the retries and hedges due by `now`. Safe to call early or more than once.
@@ -248,5 +289,7 @@ impl Gather {
 mod tests;
 #[cfg(test)]
 mod tests_batch;
+#[cfg(test)]
+mod tests_coalesce;
 #[cfg(test)]
 mod tests_when;

@@ -37,6 +37,7 @@ pub fn views<'a>(
                 attempts: 0,
                 retried: false,
                 cached: false,
+                coalesced: false,
                 stale: Vec::new(),
             };
             if let CallState::Done {
@@ -78,13 +79,15 @@ fn status<'a>(call: &Call, state: &'a CallState) -> (CallStatus<'a>, bool) {
     }
 }
 
-/// What a finished call adds to its view: copied headers, retries, cache hits, stale entries.
+/// What a finished call adds to its view: copied headers, retries, cache hits, stale entries,
+/// coalesced answers.
 fn finished<'a>(view: &mut CallView<'a>, outcome: &'a Outcome, attempts: u32) {
     match outcome {
         Outcome::Succeeded(success) => {
             view.headers = success.headers.as_slice();
             view.retried = attempts > 1;
             view.cached = success.cached;
+            view.coalesced = success.coalesced;
             view.stale = success
                 .stale_age_ms
                 .map(|age| vec![(None, age)])
@@ -92,6 +95,10 @@ fn finished<'a>(view: &mut CallView<'a>, outcome: &'a Outcome, attempts: u32) {
         }
         Outcome::Fanned(fanned) => {
             view.retried = fanned.items.iter().any(|i| i.attempts > 1);
+            view.coalesced = fanned
+                .items
+                .iter()
+                .any(|i| matches!(&i.result, Some(Ok(s)) if s.coalesced));
             view.stale = fanned.stale().map(|(key, age)| (Some(key), age)).collect();
         }
         Outcome::Failed(_) => view.retried = attempts > 1,

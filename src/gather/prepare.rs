@@ -9,8 +9,8 @@ use crate::json_path::{Found, JsonPath};
 use crate::outcome::{Failure, Reason};
 use crate::plan::body::{BodyTemplate, RenderedBody};
 use crate::plan::template::{Inputs, RenderError, Target};
-use crate::plan::{Call, CallId};
-use crate::resilience::cache;
+use crate::plan::{Call, CallId, CoalesceSpec};
+use crate::resilience::{cache, coalesce};
 use serde_json::Value;
 use std::rc::Rc;
 use std::time::Duration;
@@ -96,6 +96,11 @@ impl Gather {
                 .map_err(input_failure)?;
             headers.push((name.clone(), value));
         }
+        let coalesce_key = call
+            .resilience
+            .coalesce
+            .as_ref()
+            .map(|spec| self.coalesce_key(call, spec, &headers));
         for (name, slot) in &call.forward {
             if let Some(value) = self.client.header(*slot) {
                 headers.push((name.clone(), value.to_string()));
@@ -131,7 +136,42 @@ impl Gather {
             }),
             timeout: Duration::from_millis(call.timeout_ms),
             cache_key,
+            coalesce_key,
         })
+    }
+
+    /// The key of identical requests (SPEC §6 `coalesce`): `headers` are the pseudo-headers
+    /// and the call's own headers as rendered, before any forwarded one.
+    fn coalesce_key(
+        &self,
+        call: &Call,
+        spec: &CoalesceSpec,
+        headers: &[(String, String)],
+    ) -> Rc<str> {
+        let pseudo = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let own: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(name, _)| !name.starts_with(':'))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let vary: Vec<(&str, Option<&str>)> = spec
+            .vary
+            .iter()
+            .map(|(name, slot)| (name.as_str(), self.client.header(*slot)))
+            .collect();
+        Rc::from(coalesce::request_key(
+            &call.cluster,
+            &call.method,
+            &call.authority,
+            pseudo(":path"),
+            &own,
+            &vary,
+        ))
     }
 
     /// The distinct values at `path` (which has `[*]`) in `source`'s body, in first-seen order,

@@ -162,6 +162,8 @@ pub struct Prepared {
     pub timeout: Duration,
     /// Key in the response cache, when the call caches.
     pub cache_key: Option<String>,
+    /// Key of identical requests in flight, when the call coalesces (SPEC §6).
+    pub coalesce_key: Option<Rc<str>>,
 }
 
 /// What one request is made for.
@@ -190,6 +192,9 @@ pub struct Request {
     pub hedge: Hedge,
     /// The latest failure, reported if nothing better arrives.
     pub last_failure: Option<Failure>,
+    /// Attempts that ended with the outcome of an identical request another aggregation sent
+    /// (SPEC §6 `coalesce`), for stats.
+    pub coalesced: u32,
     pub state: RequestState,
 }
 

@@ -29,6 +29,9 @@ pub struct CallSummary {
     pub retries: u32,
     /// Hedges sent (at most one per request).
     pub hedges: u32,
+    /// Attempts that shared an identical request another aggregation sent (SPEC §6
+    /// `coalesce`): `attempts` less these reached the upstream.
+    pub coalesced: u32,
     /// From the call's first dispatch to its last answer.
     pub duration: Option<Duration>,
 }
@@ -99,6 +102,7 @@ impl Gather {
                 let hedges = u32::from(request.hedge == Hedge::Sent);
                 call.attempts += request.attempts;
                 call.hedges += hedges;
+                call.coalesced += request.coalesced;
                 call.retries += request.attempts.saturating_sub(1 + hedges);
             }
         }

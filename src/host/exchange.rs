@@ -1,7 +1,8 @@
 //! One client request from match to answer: reads what the route needs (headers, and the body
 //! when a call uses it), feeds the gather state machine with what Envoy reports, and carries
 //! out its actions. Reached from the stream's own callbacks and, for timers and for calls sent
-//! from a timer, through the root context.
+//! from a timer, through the root context; for the answer of a request it shares with others
+//! (SPEC §6 `coalesce`), from the callback of whichever context that answer arrived at.
 
 use super::metrics::EnvoyMetrics;
 use super::store::SharedData;
@@ -11,6 +12,8 @@ use crate::client_body::{self, BodyStall};
 use crate::gather::{Action, AttemptId, ClientRequest, Dispatch, Event, Gather};
 use crate::plan::{split_query, Plan, Route};
 use crate::render::{self, Response};
+use crate::resilience::coalesce::{self, Sending, Waiter};
+use crate::resilience::retry::MIN_ATTEMPT;
 use crate::stats::Answered;
 use crate::time::Instant;
 use proxy_wasm::hostcalls;
@@ -28,8 +31,12 @@ pub struct Exchange {
     /// A route matched: the request never continues to the router, body and trailers
     /// included, whatever happens to it (answered, refused, still waiting).
     matched: bool,
-    /// Dispatched attempts still expected: host token and attempt.
+    /// Dispatched attempts still expected: host token and attempt. (Attempts that share a
+    /// request are in the worker's book instead.)
     in_flight: Vec<(u32, AttemptId)>,
+    /// Attempts to send on the next tick, with the end of their timeout: asked for in another
+    /// stream's callback (see [`Via::Foreign`]).
+    deferred: Vec<(Dispatch, Instant)>,
     /// The route counted in `max_inflight` until the answer goes out.
     counted_route: Option<usize>,
     /// The matched route, for metrics, until its answer is recorded.
@@ -47,11 +54,20 @@ struct Pending {
     delivered: usize,
 }
 
-/// Where a callback runs: calls made from the root context are answered to the root context.
+/// Where a callback runs, which says where the answer of a call sent now would arrive: the SDK
+/// delivers it to the context that was active when it was sent.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Via {
+    /// The exchange's own stream.
     Stream,
+    /// The root context (the timer, or an answer to a call sent from it): calls sent now are
+    /// answered to the root, which hands each back to its exchange.
     Root,
+    /// Another stream's callback, delivering the answer of a request it shares with this
+    /// exchange. A call sent now would be answered to that stream and lost if it ends first, so
+    /// attempts wait for the next tick (joining a shared request needs no call, and is done at
+    /// once).
+    Foreign,
 }
 
 impl Exchange {
@@ -64,6 +80,7 @@ impl Exchange {
             awaiting_body: None,
             matched: false,
             in_flight: Vec::new(),
+            deferred: Vec::new(),
             counted_route: None,
             route_index: None,
             received: Instant::default(),
@@ -177,11 +194,45 @@ impl Exchange {
             }
             return;
         }
+        if self.gather.is_none() {
+            return;
+        }
+        // Attempts asked for in another stream's callback go out now, from the root context.
+        for (mut dispatch, until) in std::mem::take(&mut self.deferred) {
+            dispatch.timeout = until.saturating_duration_since(now).max(MIN_ATTEMPT);
+            if let Err(event) = self.dispatch(dispatch, Via::Root, now) {
+                self.take_event(false, event, Via::Root, now);
+            }
+        }
+        // Shared requests this aggregation stops waiting for: its attempts' own timeouts.
+        for waiter in self.worker.expired_waits(self.context_id, now) {
+            log::debug!(
+                "gateway-aggregator: stopped waiting for a shared request at the attempt's timeout"
+            );
+            let event = Event::TimedOut {
+                attempt: AttemptId::nth(waiter.attempt),
+            };
+            self.take_event(waiter.joined, event, Via::Root, now);
+        }
         let Some(gather) = self.gather.as_mut() else {
             return;
         };
         let actions = gather.on_timer(now, &SharedData);
         self.run(actions, Via::Root, now);
+    }
+
+    /// The outcome of a request this exchange shared with others (SPEC §6 `coalesce`), or of
+    /// one it was waiting for: `joined` when another aggregation's request answered it.
+    pub fn take_event(&mut self, joined: bool, event: Event, via: Via, now: Instant) {
+        let Some(gather) = self.gather.as_mut() else {
+            return;
+        };
+        let actions = if joined {
+            gather.on_coalesced_event(event, now, &SharedData)
+        } else {
+            gather.on_event(event, now, &SharedData)
+        };
+        self.run(actions, via, now);
     }
 
     /// After a local reply (or while answering), Envoy may still hand over body and trailers:
@@ -275,7 +326,7 @@ impl Exchange {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::Dispatch(dispatch) => {
-                    if let Err(event) = self.dispatch(&dispatch, via) {
+                    if let Err(event) = self.dispatch(dispatch, via, now) {
                         let more = match self.gather.as_mut() {
                             Some(gather) => gather.on_event(event, now, &SharedData),
                             None => Vec::new(),
@@ -292,42 +343,111 @@ impl Exchange {
         }
     }
 
-    /// Hands an attempt to Envoy; a refusal comes back as the event it means.
-    fn dispatch(&mut self, dispatch: &Dispatch, via: Via) -> Result<(), Event> {
+    /// Hands an attempt to Envoy; a refusal comes back as the event it means. An attempt that
+    /// may coalesce joins an identical request in flight instead, woken at its own timeout; if
+    /// none is in flight, the request it sends is one others may join.
+    fn dispatch(&mut self, dispatch: Dispatch, via: Via, now: Instant) -> Result<(), Event> {
+        let until = now + dispatch.timeout;
+        let mut leader = None;
+        if let Some(coalesce) = &dispatch.coalesce {
+            match self
+                .worker
+                .join_shared(&coalesce.key, self.waiter(&dispatch, until))
+            {
+                Ok(()) => {
+                    log::debug!(
+                        "gateway-aggregator: call {} joined an identical request in flight",
+                        self.call_name(dispatch.attempt)
+                    );
+                    // Envoy keeps the timeout of the request as it was sent, not this one's.
+                    self.worker.wake_at(until, self.context_id);
+                    return Ok(());
+                }
+                Err(waiter) => leader = Some(waiter),
+            }
+        }
+        if via == Via::Foreign {
+            self.deferred.push((dispatch, until));
+            self.worker.wake_at(now, self.context_id);
+            return Ok(());
+        }
         let request = &dispatch.request;
         let headers: Vec<(&str, &str)> = request
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        let timeout = dispatch.timeout;
+        // A shared request is sent with the call's own timeout, so that it goes on for the
+        // others when this aggregation's deadline, kept by a wake-up, comes first.
+        let timeout = match (&dispatch.coalesce, &leader) {
+            (Some(coalesce), Some(_)) => coalesce.timeout.max(dispatch.timeout),
+            _ => dispatch.timeout,
+        };
         let body = request.body.as_deref();
         match hostcalls::dispatch_http_call(&request.cluster, headers, body, Vec::new(), timeout) {
             Ok(token) => {
-                self.in_flight.push((token, dispatch.attempt));
-                if via == Via::Root {
-                    self.worker.note_root_call(token, self.context_id);
+                match (&dispatch.coalesce, leader) {
+                    (Some(coalesce), Some(waiter)) => {
+                        self.worker.wake_at(until, self.context_id);
+                        let route = if via == Via::Root {
+                            coalesce::Route::Root
+                        } else {
+                            coalesce::Route::Stream(self.context_id)
+                        };
+                        let sending = Sending {
+                            token,
+                            route,
+                            at: now,
+                            timeout,
+                        };
+                        let request = Rc::clone(&dispatch.request);
+                        let key = Rc::clone(&coalesce.key);
+                        self.worker.sent_shared(key, sending, request, waiter);
+                    }
+                    _ => {
+                        self.in_flight.push((token, dispatch.attempt));
+                        if via == Via::Root {
+                            self.worker.note_root_call(token, self.context_id);
+                        }
+                    }
                 }
                 Ok(())
             }
-            // Envoy starts the call synchronously: with no healthy host it fails at once.
-            Err(Status::InternalFailure) => Err(Event::Unreachable {
-                attempt: dispatch.attempt,
-                detail: format!("no healthy host in cluster \"{}\"", request.cluster),
-            }),
-            Err(status) => Err(Event::Refused {
-                attempt: dispatch.attempt,
-                detail: format!(
-                    "Envoy refused the call to cluster \"{}\" ({status:?}): unknown or not yet warmed cluster",
-                    request.cluster
-                ),
-            }),
+            Err(status) => Err(refusal(status, dispatch.attempt, &request.cluster)),
         }
+    }
+
+    /// How this exchange waits for a shared request: until its attempt's timeout, reading what
+    /// its call reads of the answer.
+    fn waiter(&self, dispatch: &Dispatch, until: Instant) -> Waiter {
+        let attempt = dispatch.attempt;
+        Waiter {
+            context: self.context_id,
+            attempt: attempt.index(),
+            until,
+            joined: true,
+            body_limit: self.gather.as_ref().map_or(0, |g| g.body_limit(attempt)),
+            headers: self
+                .gather
+                .as_ref()
+                .map(|g| g.headers_to_copy(attempt).to_vec())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn call_name(&self, attempt: AttemptId) -> &str {
+        self.gather
+            .as_ref()
+            .and_then(|g| g.call_name(attempt))
+            .unwrap_or("?")
     }
 
     fn respond(&mut self, response: &Response, now: Instant) {
         respond(response);
         self.in_flight.clear();
+        self.deferred.clear();
+        // Requests sent from this stream still arrive here until it ends, for the others.
+        self.worker.stop_waiting(self.context_id);
         self.release();
         if let Some(route) = self.route_index.take() {
             let complete = response.header("x-aggregation-complete") == Some("true");
@@ -355,6 +475,26 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         self.release();
+        // Its stream has ended: the answers of requests sent from it will never arrive here.
+        self.worker.stream_gone(self.context_id);
+    }
+}
+
+/// The event a refused `dispatch_http_call` means. Envoy starts the call synchronously: with
+/// no healthy host it fails at once (`InternalFailure`); an unknown or not yet warmed cluster
+/// is a `BadArgument`.
+pub fn refusal(status: Status, attempt: AttemptId, cluster: &str) -> Event {
+    match status {
+        Status::InternalFailure => Event::Unreachable {
+            attempt,
+            detail: format!("no healthy host in cluster \"{cluster}\""),
+        },
+        status => Event::Refused {
+            attempt,
+            detail: format!(
+                "Envoy refused the call to cluster \"{cluster}\" ({status:?}): unknown or not yet warmed cluster"
+            ),
+        },
     }
 }
 

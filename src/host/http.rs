@@ -2,11 +2,13 @@
 //! when a route may match, hands the request to its [`Exchange`], which the root context can
 //! also reach (through the registry) for timers and for answers to calls sent from the timer.
 
+use super::coalesce;
 use super::exchange::{Exchange, Via};
 use super::header_value;
 use super::registry::Exchanges;
 use super::worker::Worker;
 use crate::plan::Plan;
+use crate::resilience::coalesce::Route;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::cell::RefCell;
@@ -68,6 +70,19 @@ impl Context for Stream {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        // A shared request's answer is for every request waiting for it, this one included:
+        // routed before this stream's own exchange is borrowed.
+        let route = Route::Stream(self.context_id);
+        if coalesce::deliver(
+            token_id,
+            num_headers,
+            body_size,
+            route,
+            &self.worker,
+            &self.exchanges,
+        ) {
+            return;
+        }
         self.with((), |e| {
             e.on_call_response(token_id, num_headers, body_size, Via::Stream)
         });

@@ -2,6 +2,7 @@
 //! Only `Result`-returning hostcalls are used, and call-response headers are never read when
 //! Envoy reports no headers, so nothing here can trap the VM.
 
+mod coalesce;
 mod exchange;
 mod http;
 mod metrics;

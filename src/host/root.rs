@@ -1,13 +1,16 @@
 //! The root context: compiles the configuration once into the plan every request shares, and
 //! drives the worker's timer. Calls made from the timer are answered to this context, which
-//! routes each answer to the request that made the call.
+//! routes each answer to the request that made the call, or to every request sharing it
+//! (SPEC §6 `coalesce`).
 
+use super::coalesce;
 use super::exchange::Via;
 use super::http::Stream;
 use super::metrics::EnvoyMetrics;
 use super::registry::Exchanges;
 use super::worker::Worker;
 use crate::plan::Plan;
+use crate::resilience::coalesce::Route;
 use crate::stats::Stats;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -15,8 +18,8 @@ use proxy_wasm::types::{BufferType, ContextType};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// How often the timer looks for due retries, hedges and client-body deadlines, when a route
-/// needs it (a late body is then answered within a tick of its deadline); otherwise it only
+/// How often the timer looks for due retries, hedges, coalesced waits, handovers and
+/// client-body deadlines, when a route needs it (a late body is then answered within a tick of its deadline); otherwise it only
 /// hands the counted stats to Envoy.
 const TICK: Duration = Duration::from_millis(5);
 const SLOW_TICK: Duration = Duration::from_millis(1000);
@@ -36,6 +39,17 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        let (worker, exchanges) = (&self.worker, &self.exchanges);
+        if coalesce::deliver(
+            token_id,
+            num_headers,
+            body_size,
+            Route::Root,
+            worker,
+            exchanges,
+        ) {
+            return;
+        }
         if let Some(context_id) = self.worker.take_root_call(token_id) {
             self.exchanges.with(context_id, |exchange| {
                 exchange.on_call_response(token_id, num_headers, body_size, Via::Root)
@@ -67,17 +81,17 @@ impl RootContext for Root {
                             ""
                         };
                         format!(
-                            "{} ({}, {} calls{body})",
+                            "{} ({}, {}{body})",
                             r.name,
                             r.describe_match(),
-                            r.calls.len()
+                            counted(r.calls.len(), "call")
                         )
                     })
                     .collect();
                 log::info!(
-                    "gateway-aggregator: loaded {} routes and {} calls: {}",
-                    plan.routes.len(),
-                    plan.call_count(),
+                    "gateway-aggregator: loaded {} and {}: {}",
+                    counted(plan.routes.len(), "route"),
+                    counted(plan.call_count(), "call"),
                     routes.join("; ")
                 );
                 match Stats::define(&plan, &EnvoyMetrics) {
@@ -114,6 +128,8 @@ impl RootContext for Root {
             self.exchanges
                 .with(context_id, |exchange| exchange.on_timer(now));
         }
+        // After the timers, so waits that ended now are not sent for again.
+        coalesce::hand_over(now, &self.worker, &self.exchanges);
         self.worker.flush_metrics(now);
     }
 
@@ -133,5 +149,14 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// `1 call`, `2 calls`: for the log line an operator reads at load.
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }

@@ -1,14 +1,22 @@
-//! What one worker's VM shares between its requests: the wake-ups that drive retries, hedges
-//! and body deadlines, which request made each call sent from the timer, the in-flight counts
-//! behind `max_inflight`, and the stats. Single-threaded: each field is its own `RefCell`,
-//! borrowed briefly. It knows requests by context id only (`registry.rs` finds them).
+//! What one worker's VM shares between its requests: the wake-ups that drive retries, hedges,
+//! coalesced waits and body deadlines, which request made each call sent from the timer, the
+//! shared requests in flight (SPEC §6 `coalesce`), the in-flight counts behind `max_inflight`,
+//! and the stats. Single-threaded: each field is its own `RefCell`, borrowed briefly (never
+//! across a call into an exchange). It knows requests by context id only (`registry.rs` finds
+//! them).
 
 use super::metrics::EnvoyMetrics;
+use crate::gather::UpstreamRequest;
+use crate::resilience::coalesce::{Handover, InFlight, Sending, Shared, Waiter};
 use crate::stats::Stats;
 use crate::time::Instant;
 use hashbrown::HashMap;
 use std::cell::{Cell, Ref, RefCell};
+use std::rc::Rc;
 use std::time::Duration;
+
+/// The worker's shared requests in flight, each kept to be sent again on a handover.
+type SharedRequests = InFlight<Rc<UpstreamRequest>>;
 
 #[derive(Default)]
 pub struct Worker {
@@ -19,6 +27,8 @@ pub struct Worker {
     root_calls: RefCell<HashMap<u32, u32>>,
     /// Aggregations in flight per route index.
     inflight: RefCell<Vec<u64>>,
+    /// Identical requests of different aggregations that share one upstream request.
+    shared: RefCell<SharedRequests>,
     stats: RefCell<Stats>,
     last_flush: Cell<Instant>,
     /// The missing `allow_on_headers_stop_iteration` has been logged: once per VM is enough
@@ -100,6 +110,59 @@ impl Worker {
     /// True the first time only: whether to log that Envoy withholds client bodies.
     pub fn first_body_unavailable(&self) -> bool {
         !self.body_unavailable_logged.replace(true)
+    }
+
+    /// Lets `waiter` share the request in flight under `key`, if there is one; otherwise gives
+    /// it back, to be sent ([`Worker::sent_shared`]).
+    pub fn join_shared(&self, key: &str, waiter: Waiter) -> Result<(), Waiter> {
+        self.shared.borrow_mut().join(key, waiter)
+    }
+
+    /// A request was sent for `waiter`, for others to share.
+    pub fn sent_shared(
+        &self,
+        key: Rc<str>,
+        sending: Sending,
+        request: Rc<UpstreamRequest>,
+        waiter: Waiter,
+    ) {
+        self.shared.borrow_mut().sent(key, sending, request, waiter);
+    }
+
+    /// The shared request `token` answered, with everyone waiting for it; `None` when the
+    /// token is not a shared request's.
+    pub fn shared_answered(&self, token: u32) -> Option<Shared<Rc<UpstreamRequest>>> {
+        self.shared.borrow_mut().answered(token)
+    }
+
+    /// The shared requests `context` stops waiting for at `now`: its attempts' timeouts.
+    pub fn expired_waits(&self, context: u32, now: Instant) -> Vec<Waiter> {
+        self.shared.borrow_mut().expired(context, now)
+    }
+
+    /// `context` was answered: it waits for no shared request any more.
+    pub fn stop_waiting(&self, context: u32) {
+        self.shared.borrow_mut().leave(context);
+    }
+
+    /// The stream of `context` ended: requests sent from it are handed over on the next tick.
+    pub fn stream_gone(&self, context: u32) {
+        self.shared.borrow_mut().gone(context);
+    }
+
+    /// Shared requests to send again, from the root context, for their first waiter.
+    pub fn handovers(&self, now: Instant) -> Vec<Handover<Rc<UpstreamRequest>>> {
+        self.shared.borrow_mut().handovers(now)
+    }
+
+    /// A handed-over request was sent again from the root context.
+    pub fn resent(&self, key: &Rc<str>, token: u32, now: Instant, timeout: Duration) {
+        self.shared.borrow_mut().resent(key, token, now, timeout);
+    }
+
+    /// A handover Envoy refused: the request leaves the book, with its waiters.
+    pub fn abandon(&self, key: &str) -> Option<Shared<Rc<UpstreamRequest>>> {
+        self.shared.borrow_mut().abandon(key)
     }
 
     pub fn leave(&self, route: usize) {

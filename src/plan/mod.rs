@@ -193,6 +193,9 @@ pub struct CallResilience {
     pub cache: Option<CacheSpec>,
     /// The circuit breaker of the call's cluster, shared by every route and worker.
     pub breaker: Option<BreakerPolicy>,
+    /// `coalesce` (SPEC §6): `None` when off, or when the call may not coalesce (a method
+    /// other than GET and HEAD, a body).
+    pub coalesce: Option<CoalesceSpec>,
 }
 
 /// `cache` (SPEC §6) of one call.
@@ -202,6 +205,14 @@ pub struct CacheSpec {
     pub policy: CachePolicy,
     /// Slots in `Route::headers` of the `vary` headers, in order.
     pub vary_slots: Vec<usize>,
+}
+
+/// How a coalescing call's requests are keyed (SPEC §6 `coalesce`).
+#[derive(Debug)]
+pub struct CoalesceSpec {
+    /// The `vary` headers of the call's cache (none without a cache), lowercase, each with its
+    /// slot in `Route::headers`: their names and the client's values are part of the key.
+    pub vary: Vec<(String, usize)>,
 }
 
 impl Call {
@@ -392,12 +403,15 @@ impl Route {
         self.calls.iter().enumerate().map(|(i, c)| (CallId(i), c))
     }
 
-    /// Backoffs and hedges need the worker's timer, and so does the wait for the client's
-    /// body, which the route deadline ends (SPEC §3.4) even when no byte of it ever comes.
+    /// Backoffs, hedges and coalesced waits need the worker's timer, and so does the wait for
+    /// the client's body, which the route deadline ends (SPEC §3.4) even when no byte of it
+    /// ever comes.
     pub fn needs_timers(&self) -> bool {
         self.client_body.needed
             || self.calls.iter().any(|c| {
+                // A coalesced attempt's own timeout is kept by a wake-up, not by Envoy.
                 c.resilience.hedge_after_ms.is_some()
+                    || c.resilience.coalesce.is_some()
                     || c.resilience
                         .retries
                         .as_ref()

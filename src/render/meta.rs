@@ -24,7 +24,7 @@ pub struct Report<'a> {
     pub expose: bool,
 }
 
-/// `{"complete":…,"errors":{…},"fallback":[…],"skipped":[…],"stale":{…},"attempts":{…},
+/// `{"complete":…,"errors":{…},"fallback":[…],"skipped":[…],"stale":{…},"coalesced":[…],"attempts":{…},
 /// "not_waited_for":[…],"derive":{…}}`;
 /// empty parts are left out.
 pub fn write_meta(body: &mut Vec<u8>, report: &Report<'_>) {
@@ -69,6 +69,13 @@ pub fn write_meta(body: &mut Vec<u8>, report: &Report<'_>) {
             }
         }
     });
+    let coalesced: Vec<&str> = report
+        .calls
+        .iter()
+        .filter(|c| c.coalesced)
+        .map(|c| c.name)
+        .collect();
+    write_names(body, "coalesced", &coalesced);
     let retried: Vec<&CallView<'_>> = report.calls.iter().filter(|c| c.retried).collect();
     write_object(body, ",\"attempts\":", &retried, |body, call| {
         push_key(body, call.name);

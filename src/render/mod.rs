@@ -61,6 +61,9 @@ pub struct CallView<'a> {
     pub retried: bool,
     /// Answered from the cache.
     pub cached: bool,
+    /// Answered (some item of it, for `for_each`) by an identical request another aggregation
+    /// sent (SPEC §6 `coalesce`).
+    pub coalesced: bool,
     /// Stale cache entries that stood in for failures: `for_each` item (or `None` for the
     /// call itself) and age.
     pub stale: Vec<(Option<&'a str>, u64)>,
@@ -86,6 +89,7 @@ impl<'a> CallView<'a> {
             attempts: 1,
             retried: false,
             cached: false,
+            coalesced: false,
             stale: Vec::new(),
         }
     }
@@ -129,6 +133,7 @@ impl CallView<'_> {
             CallStatus::Skipped => Some("skipped"),
             _ if !self.stale.is_empty() => Some("stale"),
             _ if self.cached => Some("cache"),
+            _ if self.coalesced => Some("coalesced"),
             _ => None,
         }
     }
@@ -442,8 +447,10 @@ fn headers(
     headers
 }
 
-/// `name;dur=12.3` per finished call; a failed one adds `;desc="reason"`, a skipped one is
-/// `name;desc="skipped"` (never dispatched, so no duration).
+/// `name;dur=12.3` per finished call; a failed one adds `;desc="reason"`, one answered from
+/// the cache, a stale entry or another aggregation's identical request `;desc="cache"`,
+/// `"stale"`, `"coalesced"`; a skipped one is `name;desc="skipped"` (never dispatched, so no
+/// duration).
 pub fn server_timing(calls: &[CallView<'_>]) -> String {
     let mut out = String::new();
     for call in calls.iter().filter(|c| c.finished()) {

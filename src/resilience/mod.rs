@@ -1,11 +1,13 @@
 //! SPEC §6 policies, one file each: retries and hedging (`retry.rs`), the response cache
-//! (`cache.rs`) and the circuit breakers (`breaker.rs`). Each decides; the state machine
+//! (`cache.rs`), the circuit breakers (`breaker.rs`) and the coalescing of identical requests
+//! (`coalesce.rs`, whose book of requests in flight is per worker, kept by the host). Each decides; the state machine
 //! (`gather/machine.rs`) asks. The cache and the breakers keep state shared by every worker in a
 //! [`Store`] (Envoy shared data in the filter, a map in tests), updated with compare-and-swap,
 //! so workers never overwrite each other's changes unknowingly.
 
 pub mod breaker;
 pub mod cache;
+pub mod coalesce;
 pub mod retry;
 
 use std::cell::RefCell;
