@@ -23,6 +23,8 @@
     clippy::indexing_slicing
 )]
 
+#[path = "common/unique_keys.rs"]
+mod unique_keys;
 mod yaml;
 
 use gateway_aggregator::plan::Plan;
@@ -44,8 +46,11 @@ fn read(relative: &str) -> String {
         .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
 }
 
+/// Read with unique keys: a key written twice (two `allOf`s from two branches, say) would
+/// otherwise silently drop the first.
 fn schema() -> Value {
-    serde_json::from_str(&read(SCHEMA)).unwrap_or_else(|e| panic!("{SCHEMA} is not JSON: {e}"))
+    unique_keys::parse_unique_keys(read(SCHEMA).as_bytes())
+        .unwrap_or_else(|e| panic!("{SCHEMA} is not JSON with unique keys: {e}"))
 }
 
 fn validator() -> jsonschema::Validator {
