@@ -61,19 +61,7 @@ pub fn deliver(
 pub fn hand_over(now: Instant, worker: &Worker, exchanges: &Exchanges) {
     for handover in worker.handovers(now) {
         let request = &handover.request;
-        let headers: Vec<(&str, &str)> = request
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let body = request.body.as_deref();
-        let sent = hostcalls::dispatch_http_call(
-            &request.cluster,
-            headers,
-            body,
-            Vec::new(),
-            handover.timeout,
-        );
+        let sent = exchange::send(request, handover.timeout);
         match sent {
             Ok(token) => {
                 log::debug!(

@@ -9,7 +9,7 @@ use super::store::SharedData;
 use super::worker::Worker;
 use super::{header_value, now};
 use crate::client_body::{self, BodyStall};
-use crate::gather::{Action, AttemptId, ClientRequest, Dispatch, Event, Gather};
+use crate::gather::{Action, AttemptId, ClientRequest, Dispatch, Event, Gather, UpstreamRequest};
 use crate::plan::{split_query, Plan, Route};
 use crate::render::{self, Response};
 use crate::resilience::coalesce::{self, Sending, Waiter};
@@ -20,6 +20,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action as HostAction, BufferType, MapType, Status};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::Duration;
 
 pub struct Exchange {
     context_id: u32,
@@ -371,20 +372,13 @@ impl Exchange {
             self.worker.wake_at(now, self.context_id);
             return Ok(());
         }
-        let request = &dispatch.request;
-        let headers: Vec<(&str, &str)> = request
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
         // A shared request is sent with the call's own timeout, so that it goes on for the
         // others when this aggregation's deadline, kept by a wake-up, comes first.
         let timeout = match (&dispatch.coalesce, &leader) {
             (Some(coalesce), Some(_)) => coalesce.timeout.max(dispatch.timeout),
             _ => dispatch.timeout,
         };
-        let body = request.body.as_deref();
-        match hostcalls::dispatch_http_call(&request.cluster, headers, body, Vec::new(), timeout) {
+        match send(&dispatch.request, timeout) {
             Ok(token) => {
                 match (&dispatch.coalesce, leader) {
                     (Some(coalesce), Some(waiter)) => {
@@ -413,7 +407,7 @@ impl Exchange {
                 }
                 Ok(())
             }
-            Err(status) => Err(refusal(status, dispatch.attempt, &request.cluster)),
+            Err(status) => Err(refusal(status, dispatch.attempt, &dispatch.request.cluster)),
         }
     }
 
@@ -478,6 +472,23 @@ impl Drop for Exchange {
         // Its stream has ended: the answers of requests sent from it will never arrive here.
         self.worker.stream_gone(self.context_id);
     }
+}
+
+/// Hands `request` to Envoy's async HTTP client with `timeout`: the token its answer will
+/// carry, or Envoy's refusal (see [`refusal`]).
+pub fn send(request: &UpstreamRequest, timeout: Duration) -> Result<u32, Status> {
+    let headers: Vec<(&str, &str)> = request
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    hostcalls::dispatch_http_call(
+        &request.cluster,
+        headers,
+        request.body.as_deref(),
+        Vec::new(),
+        timeout,
+    )
 }
 
 /// The event a refused `dispatch_http_call` means. Envoy starts the call synchronously: with
