@@ -565,12 +565,12 @@ const CONDITION_OPERATORS: [&str; 6] = ["present", "equals", "in", "all", "any",
 
 /// Parses the plugin configuration bytes (SPEC §2).
 ///
-/// Errors: not JSON, a JSON value of the wrong type at any key, a required key missing, an
+/// Errors: not JSON (a key repeated in one object included), a JSON value of the wrong type at any key, a required key missing, an
 /// unknown key at any level (with a did-you-mean hint and the keys known there), an empty
 /// `routes`. Names, templates, ranges and references are checked by `plan::compile`.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let top = Place::default();
-    let value: Value = crate::json_number::parse(bytes)
+    let value: Value = crate::json_number::parse_unique(bytes)
         .map_err(|e| top.error(None, format!("not valid JSON: {e}")))?;
     let mut fields = Fields::open(&value, &top, String::new(), "the configuration")?;
     let defaults = fields.object("defaults")?.unwrap_or_default();
@@ -1385,6 +1385,10 @@ mod tests {
     #[test]
     fn invalid_json_is_reported() {
         assert!(err("{").starts_with("not valid JSON"));
+        assert_eq!(
+            err(r#"{"routes":[],"routes":[]}"#),
+            r#"not valid JSON: duplicate key "routes" at byte 13"#
+        );
         assert_eq!(err("[]"), "the configuration must be a JSON object");
     }
 

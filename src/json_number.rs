@@ -24,6 +24,11 @@ use std::cmp::Ordering;
 /// (`arbitrary_precision`) and their exponent marker as written. Every body the filter
 /// parses (upstream bodies, the client's body, the configuration) is read through here.
 ///
+/// `text` must not repeat a key in one object: serde_json keeps one of the two values, and the
+/// exponent markers are put back by position, so a number after a repeated key may keep
+/// serde_json's spelling (`1e+2` for `1E+2`; never another value). Upstream bodies are checked
+/// by [`crate::json_check::check`] first; other text goes through [`parse_unique`].
+///
 /// # Errors
 /// serde_json's, when `text` is not JSON.
 pub fn parse(text: &[u8]) -> Result<Value, serde_json::Error> {
@@ -32,6 +37,27 @@ pub fn parse(text: &[u8]) -> Result<Value, serde_json::Error> {
         restore_exponents(&mut value, text);
     }
     Ok(value)
+}
+
+/// [`parse`] for text nothing has checked yet (the client's body, the configuration): a key
+/// repeated in one object is refused, as it is in upstream bodies (SPEC §4: parsers disagree on
+/// which of two equal keys counts, so the filter would read one value and the client's service
+/// another), and only then is every number's spelling guaranteed.
+///
+/// # Errors
+/// serde_json's message when `text` is not JSON; `duplicate key "a" at byte 7` (the repeat's
+/// offset) when an object repeats a key.
+pub fn parse_unique(text: &[u8]) -> Result<Value, String> {
+    let value = parse(text).map_err(|e| e.to_string())?;
+    match crate::json_check::check(text, crate::json_check::DEPTH_CAPACITY) {
+        Ok(()) => Ok(value),
+        Err(invalid) => Err(match invalid.problem {
+            crate::json_check::Problem::DuplicateKey(key) => {
+                format!("duplicate key {key:?} at byte {}", invalid.at)
+            }
+            _ => invalid.to_string(),
+        }),
+    }
 }
 
 /// Whether some number is in exponent notation (the only spelling serde_json rewrites).
@@ -459,6 +485,23 @@ mod tests {
         let plain: Value = serde_json::from_str(text).unwrap();
         assert!(serde_json::to_string(&plain).unwrap().contains("1e+2,"));
         assert!(parse(b"{").is_err());
+    }
+
+    #[test]
+    fn unchecked_text_with_a_repeated_key_is_refused_and_spellings_hold_without_one() {
+        // A repeated key drops a value, so exponent markers could no longer be matched to
+        // their numbers by position (found by the json_number fuzz target).
+        let repeated = br#"{"k":[1E+2,5E-3],"k":[7E-3],"n":2E+1}"#;
+        assert_eq!(
+            parse_unique(repeated).unwrap_err(),
+            r#"duplicate key "k" at byte 17"#
+        );
+        let unique = br#"{"k":[1E+2,5E-3],"j":[7E-3],"n":2E+1}"#;
+        assert_eq!(
+            serde_json::to_vec(&parse_unique(unique).unwrap()).unwrap(),
+            unique
+        );
+        assert!(parse_unique(b"{").unwrap_err().contains("EOF"));
     }
 
     #[test]

@@ -73,6 +73,11 @@ fn wrong_types_and_values() {
         r#"key "routes": must name at least one route"#,
     );
     refused_with("{not json", "not valid JSON");
+    // Written twice, a key would mean whichever one the reader keeps: refused.
+    refused_with(
+        &page_with(r#"{"name":"a","cluster":"c","path":"/a","timeout_ms":100,"timeout_ms":900}"#),
+        r#"not valid JSON: duplicate key "timeout_ms" at byte"#,
+    );
 }
 
 #[test]

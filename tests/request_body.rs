@@ -142,7 +142,7 @@ fn a_route_that_does_not_read_the_body_answers_without_forwarding_it() {
 }
 
 #[test]
-fn missing_body_fields_of_a_required_call_are_400() {
+fn missing_body_fields_and_bodies_that_are_not_json_are_400_for_a_required_call() {
     let orders = echo_body();
     let config = r#"{"routes":[{"name":"r","match":{"path":"/x","methods":["POST"]},"calls":[
         {"name":"order","cluster":"orders","method":"POST","path":"/o","body":{"qty":"{request.body.qty}"},"required":true}]}]}"#;
@@ -160,5 +160,16 @@ fn missing_body_fields_of_a_required_call_are_400() {
     let not_json = envoy.request("POST", "/x", &[("content-type", "text/plain")], b"qty=1");
     assert_eq!(not_json.status, 400);
     assert_eq!(not_json.json()["error"]["reason"], "invalid_input");
+    // A key written twice: the filter would read one qty and the client's service maybe the
+    // other, so the body is not JSON to the filter.
+    let twice = envoy.request(
+        "POST",
+        "/x",
+        &[("content-type", "application/json")],
+        br#"{"qty":1,"qty":2E+1}"#,
+    );
+    assert_eq!(twice.status, 400, "{}", twice.text());
+    assert_eq!(twice.json()["error"]["reason"], "invalid_input");
+    assert_eq!(twice.json()["error"]["input"], "request.body.qty");
     assert_eq!(orders.hit_count(), 0);
 }

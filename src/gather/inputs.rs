@@ -38,7 +38,8 @@ impl ClientInputs {
             .map(|name| query_param(&request.query, name))
             .collect();
         let json = match (&request.body, route.client_body.parsed) {
-            (Some(body), true) => Some(crate::json_number::parse(body).map_err(|_| ())),
+            // Unique keys: the filter must read the value the client's service would.
+            (Some(body), true) => Some(crate::json_number::parse_unique(body).map_err(|_| ())),
             _ => None,
         };
         ClientInputs {
