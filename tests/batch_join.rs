@@ -197,6 +197,11 @@ fn too_many_chunks_send_nothing_and_a_required_batch_join_answers_404_on_a_missi
         {"name":"posts","cluster":"posts","path":"/posts"},
         {"name":"authors","cluster":"users","path":"/users?ids={calls.posts.items[*].author}",
          "join":{"into":"posts.items","on":"author","match":"id","as":"a"},"max_batch":2,"max_fan_out":2}]},
+      {"name":"capped_fallback","match":{"path":"/capped-fallback"},"calls":[
+        {"name":"posts","cluster":"posts","path":"/posts"},
+        {"name":"authors","cluster":"users","path":"/users?ids={calls.posts.items[*].author}",
+         "join":{"into":"posts.items","on":"author","match":"id","as":"a"},"max_batch":2,"max_fan_out":2,
+         "fallback":{"name":"unknown"}}]},
       {"name":"required","match":{"path":"/required"},"calls":[
         {"name":"posts","cluster":"posts","path":"/posts"},
         {"name":"authors","cluster":"users","path":"/users?ids={calls.posts.items[*].author}",
@@ -212,6 +217,28 @@ fn too_many_chunks_send_nothing_and_a_required_batch_join_answers_404_on_a_missi
         json!({"authors": {"reason": "too_many_items"}}),
         "five keys need three requests of two, max_fan_out is two"
     );
+    let items = capped.json()["posts"]["items"].clone();
+    assert!(
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|item| item.get("a").is_none()),
+        "{items}"
+    );
+    // Failed as a whole, the call's fallback stands in for every key, as _meta says.
+    let with_fallback = envoy.get("/capped-fallback");
+    assert_eq!(with_fallback.status, 200);
+    assert_eq!(
+        with_fallback.json()["_meta"],
+        json!({"complete": false, "errors": {"authors": {"reason": "too_many_items"}},
+               "fallback": ["authors"]})
+    );
+    let items = with_fallback.json()["posts"]["items"].clone();
+    assert_eq!(items.as_array().unwrap().len(), 6);
+    for item in items.as_array().unwrap() {
+        assert_eq!(item["a"], json!({"name": "unknown"}), "{items}");
+    }
     assert_eq!(users.hit_count(), 0);
 
     let required = envoy.get("/required");

@@ -112,7 +112,7 @@ fn output<'a>(route: &'a Route, states: &'a [CallState], id: CallId) -> Option<C
         return None;
     };
     let fallback = plan.fallback.as_ref();
-    let joins: Vec<(&Join, &Fanned, Option<&Value>)> = joins_into(route, states, id).collect();
+    let joins: Vec<(&Join, Joined, Option<&Value>)> = joins_into(route, states, id).collect();
     if !joins.is_empty() {
         // Joins go into the body as the client sees it, after the call's own transforms.
         let mut base = match outcome {
@@ -120,8 +120,8 @@ fn output<'a>(route: &'a Route, states: &'a [CallState], id: CallId) -> Option<C
             Outcome::Failed(_) => fallback?.value.clone(),
             Outcome::Fanned(_) => return None,
         };
-        for (join, fanned, item_fallback) in joins {
-            apply_join(&mut base, join, fanned, item_fallback);
+        for (join, joined, item_fallback) in joins {
+            apply_join(&mut base, join, joined, item_fallback);
         }
         return serde_json::to_vec(&base).ok().map(Cow::Owned);
     }
@@ -135,34 +135,48 @@ fn output<'a>(route: &'a Route, states: &'a [CallState], id: CallId) -> Option<C
     }
 }
 
+/// What a joining call has for the elements it joins into.
+#[derive(Clone, Copy)]
+enum Joined<'a> {
+    /// Its items' results, by key.
+    Items(&'a Fanned),
+    /// Nothing: it failed as a whole (`too_many_items`, say), so every element's key failed.
+    Failed,
+}
+
 /// The finished `for_each` calls and batch joins that join into `target`, in configuration
 /// order. A skipped one joins nothing: the target's elements keep what the upstream sent.
 fn joins_into<'a>(
     route: &'a Route,
     states: &'a [CallState],
     target: CallId,
-) -> impl Iterator<Item = (&'a Join, &'a Fanned, Option<&'a Value>)> {
+) -> impl Iterator<Item = (&'a Join, Joined<'a>, Option<&'a Value>)> {
     route
         .calls
         .iter()
         .zip(states)
         .filter_map(move |(plan, state)| {
             let join = plan.join.as_ref().filter(|j| j.target == target)?;
-            match state {
+            let joined = match state {
                 CallState::Done {
                     outcome: Outcome::Fanned(fanned),
                     ..
-                } => Some((join, fanned, plan.fallback.as_ref().map(|f| &f.value))),
-                _ => None,
-            }
+                } => Joined::Items(fanned),
+                CallState::Done {
+                    outcome: Outcome::Failed(_),
+                    ..
+                } => Joined::Failed,
+                _ => return None,
+            };
+            Some((join, joined, plan.fallback.as_ref().map(|f| &f.value)))
         })
 }
 
 /// Each element of the array at `join.into` whose `join.on` equals an item gets that item's
 /// result (or the call's fallback) under `join.key`, replacing an upstream value of that key;
 /// for a failed item without fallback the key is removed, so an upstream value never passes
-/// for the joined result.
-fn apply_join(base: &mut Value, join: &Join, fanned: &Fanned, fallback: Option<&Value>) {
+/// for the joined result. A call that failed as a whole fails every element that has a key.
+fn apply_join(base: &mut Value, join: &Join, joined: Joined<'_>, fallback: Option<&Value>) {
     let Some(Value::Array(elements)) = join.into.find_mut(base) else {
         return;
     };
@@ -170,17 +184,22 @@ fn apply_join(base: &mut Value, join: &Join, fanned: &Fanned, fallback: Option<&
         let Some(on) = single(join.on.find(element)) else {
             continue;
         };
-        let Some(item) = fanned
-            .items
-            .iter()
-            .find(|item| json_number::same_value(&item.value, on))
-        else {
-            continue;
-        };
-        let detail = match &item.result {
-            Some(Ok(success)) => json_number::parse(&success.json).ok(),
-            Some(Err(_)) => fallback.cloned(),
-            None => None,
+        let detail = match joined {
+            Joined::Failed => fallback.cloned(),
+            Joined::Items(fanned) => {
+                let Some(item) = fanned
+                    .items
+                    .iter()
+                    .find(|item| json_number::same_value(&item.value, on))
+                else {
+                    continue;
+                };
+                match &item.result {
+                    Some(Ok(success)) => json_number::parse(&success.json).ok(),
+                    Some(Err(_)) => fallback.cloned(),
+                    None => None,
+                }
+            }
         };
         if let Value::Object(map) = element {
             match detail {
