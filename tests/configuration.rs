@@ -42,6 +42,11 @@ fn duplicate_and_badly_named_calls() {
         &page_with(r#"{"name":"Product","cluster":"c","path":"/"}"#),
         r#"route "page" call "Product" key "name": "Product" is not a valid name"#,
     );
+    // Header names are case-insensitive: both values would be sent.
+    refused_with(
+        &page_with(r#"{"name":"a","cluster":"c","path":"/","headers":{"X-Foo":"a","x-foo":"b"}}"#),
+        r#"route "page" call "a" key "headers.x-foo": header "x-foo" is named twice"#,
+    );
 }
 
 #[test]

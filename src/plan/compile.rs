@@ -135,12 +135,15 @@ fn compile_match(matching: &MatchConfig, place: &Place) -> Result<MatchRules, Co
         .iter()
         .map(|m| check_method(m).map_err(|why| place.error(Some("match.methods"), why)))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = Vec::with_capacity(matching.headers.len());
     let headers = matching
         .headers
         .iter()
         .map(|(name, value)| {
             let lower = name.to_ascii_lowercase();
             if lower == ":authority" || super::template::is_header_name(&lower) {
+                checks::named_once(&mut seen, &lower)
+                    .map_err(|why| place.error(Some("match.headers"), why))?;
                 Ok((lower, value.clone()))
             } else {
                 Err(place.error(

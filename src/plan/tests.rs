@@ -171,6 +171,20 @@ fn invalid_configurations_name_route_call_and_key() {
             r#"route "page" call "a" key "headers.host": header "host" is managed by Envoy"#,
         ),
         (
+            &page_with(
+                r#"{"name":"a","cluster":"c","path":"/","headers":{"X-Foo":"a","x-foo":"b"}}"#,
+            ),
+            r#"route "page" call "a" key "headers.x-foo": header "x-foo" is named twice (header names are case-insensitive)"#,
+        ),
+        (
+            r#"{"routes":[{"name":"page","match":{"path":"/p","headers":{"X-A":"1","x-a":"2"}},"calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#,
+            r#"route "page" key "match.headers": header "x-a" is named twice"#,
+        ),
+        (
+            r#"{"routes":[{"name":"page","match":{"path":"/p"},"response":{"headers":{"Cache-Control":"no-store","cache-control":"max-age=5"}},"calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#,
+            r#"route "page" key "response.headers.cache-control": header "cache-control" is named twice"#,
+        ),
+        (
             &page_with(r#"{"name":"a","cluster":"c","path":"/","method":"G T"}"#),
             r#"route "page" call "a" key "method": "G T" is not an HTTP method"#,
         ),

@@ -3,7 +3,7 @@
 //! templates' keys placeholder means), target, headers and forwarding, limits, fallback and
 //! body, condition, dependencies; then its resilience (`resilience.rs`) and shaping.
 
-use super::checks::{check_header_name, check_method, check_name, check_output_key};
+use super::checks::{check_header_name, check_method, check_name, check_output_key, named_once};
 use super::checks::{lower_header_list, may_repeat};
 use super::limits::{self, BATCH, FAN_OUT, MAX_BODY, TIMEOUT_MS};
 use super::{CallCompiler, Context};
@@ -217,9 +217,11 @@ impl CallCompiler<'_, '_> {
     fn headers_and_forwarding(&mut self) -> Result<(Headers, Forward), ConfigError> {
         let (config, place) = (self.config, &self.place);
         let mut headers = Vec::with_capacity(config.headers.len());
+        let mut seen = Vec::with_capacity(config.headers.len());
         for (name, value) in &config.headers {
             let key = format!("headers.{name}");
             let lower = check_header_name(name).map_err(|why| place.error(Some(&key), why))?;
+            named_once(&mut seen, &lower).map_err(|why| place.error(Some(&key), why))?;
             let template = Template::parse(value, &mut self.cx.inputs)
                 .map_err(|why| place.error(Some(&key), why))?;
             let defaults = template.placeholders().filter_map(|p| p.default.as_deref());

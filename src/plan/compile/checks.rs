@@ -86,6 +86,19 @@ pub fn check_header_name(name: &str) -> Result<String, String> {
     Ok(lower)
 }
 
+/// Refuses `lower`, a header name already in `seen`: an object naming one header twice in
+/// different case (`{"X-A": …, "x-a": …}`) would send both values or lose one, header names
+/// being case-insensitive. Adds it to `seen` otherwise.
+pub fn named_once(seen: &mut Vec<String>, lower: &str) -> Result<(), String> {
+    if seen.iter().any(|name| name == lower) {
+        return Err(format!(
+            "header \"{lower}\" is named twice (header names are case-insensitive)"
+        ));
+    }
+    seen.push(lower.to_string());
+    Ok(())
+}
+
 /// A header the configuration may add to the client's response.
 pub fn check_response_header(name: &str) -> Result<String, String> {
     let lower = check_header_name(name)?;

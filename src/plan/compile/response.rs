@@ -2,7 +2,7 @@
 //! and `headers_from`, which tells each named call which upstream headers to copy. Output keys
 //! (`as`) are checked with their call (`call.rs`).
 
-use super::checks::check_response_header;
+use super::checks::{check_response_header, named_once};
 use super::Context;
 use crate::config::ConfigError;
 use crate::json_path::JsonPath;
@@ -17,9 +17,11 @@ impl Context<'_> {
         let place = &self.place;
         let response = shape::compile_response(config).map_err(|e| place.locate(e))?;
         self.check_meta_stays_the_filters(&response)?;
+        let mut seen = Vec::with_capacity(response.headers.len());
         for (name, value) in &response.headers {
             let key = format!("response.headers.{name}");
-            check_response_header(name).map_err(|why| place.error(Some(&key), why))?;
+            let lower = check_response_header(name).map_err(|why| place.error(Some(&key), why))?;
+            named_once(&mut seen, &lower).map_err(|why| place.error(Some(&key), why))?;
             if value.contains(['\r', '\n', '\0']) {
                 return Err(place.error(Some(&key), "must not contain CR, LF or NUL"));
             }
