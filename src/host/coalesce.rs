@@ -12,14 +12,12 @@
 //! errors (or retries) for every other client of the same hot path.
 
 use super::exchange::{self, Exchange, Via};
+use super::now;
 use super::registry::Exchanges;
 use super::worker::Worker;
-use super::{header_value, now};
 use crate::gather::{AttemptId, Event};
 use crate::resilience::coalesce::{Route, Waiter};
 use crate::time::Instant;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
 
 /// The answer to `token` arrived at `at`: if it is a shared request's, hands it to everyone
 /// waiting for it and returns true; false for any other call.
@@ -109,36 +107,21 @@ impl Answer {
     /// Headers are read only when Envoy says there are some: without them there is no
     /// response, and reading would trap the VM.
     fn read(num_headers: usize, body_size: usize, waiters: &[Waiter]) -> Answer {
-        if num_headers == 0 {
-            return Answer::Reset;
-        }
-        let Some(status) = header_value(MapType::HttpCallResponseHeaders, ":status")
-            .and_then(|s| s.parse::<u16>().ok())
-        else {
+        let Some(status) = exchange::call_status(num_headers) else {
             return Answer::Reset;
         };
         let size = u64::try_from(body_size).unwrap_or(u64::MAX);
-        let wanted = waiters.iter().any(|w| size <= w.body_limit);
-        let body = if body_size == 0 || !wanted {
-            Vec::new()
+        let body = if waiters.iter().any(|w| size <= w.body_limit) {
+            exchange::call_body(body_size)
         } else {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
+            Vec::new()
         };
-        let copied = waiters.iter().any(|w| !w.headers.is_empty());
-        let headers = if copied {
-            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(name, _)| {
-                    waiters
-                        .iter()
-                        .any(|w| w.headers.iter().any(|h| h.eq_ignore_ascii_case(name)))
-                })
-                .filter_map(|(name, value)| Some((name, String::from_utf8(value).ok()?)))
-                .collect()
+        let headers = if waiters.iter().any(|w| !w.headers.is_empty()) {
+            exchange::call_headers(|name| {
+                waiters
+                    .iter()
+                    .any(|w| w.headers.iter().any(|h| h.eq_ignore_ascii_case(name)))
+            })
         } else {
             Vec::new()
         };

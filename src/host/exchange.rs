@@ -552,47 +552,55 @@ fn respond(response: &Response) {
     }
 }
 
-/// Reads what Envoy holds for a finished call. Headers are read only when Envoy says there
-/// are some: without them there is no response, and reading would trap the VM.
+/// Reads what Envoy holds for a finished call.
 fn call_event(attempt: AttemptId, num_headers: usize, body_size: usize, gather: &Gather) -> Event {
-    if num_headers == 0 {
-        return Event::Reset { attempt };
-    }
-    let status = header_value(MapType::HttpCallResponseHeaders, ":status")
-        .and_then(|s| s.parse::<u16>().ok());
-    let Some(status) = status else {
+    let Some(status) = call_status(num_headers) else {
         return Event::Reset { attempt };
     };
     if u64::try_from(body_size).unwrap_or(u64::MAX) > gather.body_limit(attempt) {
         return Event::TooLarge { attempt, status };
     }
-    let body = if body_size == 0 {
+    let wanted = gather.headers_to_copy(attempt);
+    let headers = if wanted.is_empty() {
         Vec::new()
     } else {
-        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        call_headers(|name| wanted.iter().any(|w| w.eq_ignore_ascii_case(name)))
     };
-    let headers = copied_headers(gather.headers_to_copy(attempt));
     Event::Answered {
         attempt,
         status,
         headers,
-        body,
+        body: call_body(body_size),
     }
 }
 
-/// Every value of the wanted call-response headers (several `set-cookie`, say), read only
-/// when the route copies some.
-fn copied_headers(wanted: &[String]) -> Vec<(String, String)> {
-    if wanted.is_empty() {
+/// The `:status` of a finished call, during its callback; `None` for a reset: Envoy reports no
+/// headers (then there is no response, and reading them would trap the VM) or no valid status.
+pub fn call_status(num_headers: usize) -> Option<u16> {
+    if num_headers == 0 {
+        return None;
+    }
+    header_value(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse::<u16>().ok())
+}
+
+/// The body of a finished call, `body_size` bytes as Envoy reported, during its callback.
+pub fn call_body(body_size: usize) -> Vec<u8> {
+    if body_size == 0 {
         return Vec::new();
     }
+    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Every value of the finished call's response headers whose name is `wanted` (several
+/// `set-cookie`, say), during its callback; only called when some are.
+pub fn call_headers(wanted: impl Fn(&str) -> bool) -> Vec<(String, String)> {
     hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
         .unwrap_or_default()
         .into_iter()
-        .filter(|(name, _)| wanted.iter().any(|w| w.eq_ignore_ascii_case(name)))
+        .filter(|(name, _)| wanted(name))
         .filter_map(|(name, value)| Some((name, String::from_utf8(value).ok()?)))
         .collect()
 }
