@@ -314,6 +314,12 @@ mod tests {
         Instant::from_micros(ms * 1000)
     }
 
+    /// The contexts waiting for `token`'s answer, taken from the book as its answer arrives.
+    fn still_waiting(book: &mut InFlight<&str>, token: u32) -> Vec<u32> {
+        let shared = book.answered(token).unwrap();
+        shared.waiters.iter().map(|w| w.context).collect()
+    }
+
     fn waiter(context: u32, attempt: usize, until_ms: u64) -> Waiter {
         Waiter {
             context,
@@ -432,13 +438,7 @@ mod tests {
         let gone = book.expired(2, at(100));
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].context, 2);
-        let left: Vec<u32> = book
-            .answered(1)
-            .unwrap()
-            .waiters
-            .iter()
-            .map(|w| w.context)
-            .collect();
+        let left = still_waiting(&mut book, 1);
         assert_eq!(left, [1, 3]);
     }
 
@@ -459,13 +459,7 @@ mod tests {
             "its stream still gets the answer"
         );
         book.join(&k, waiter(3, 0, 100)).unwrap();
-        let left: Vec<u32> = book
-            .answered(1)
-            .unwrap()
-            .waiters
-            .iter()
-            .map(|w| w.context)
-            .collect();
+        let left = still_waiting(&mut book, 1);
         assert_eq!(left, [2, 3]);
     }
 
