@@ -47,15 +47,12 @@ pub fn request_key(
     path: &str,
     vary: &[Option<&str>],
 ) -> String {
-    let mut key = String::new();
+    let mut key = String::with_capacity(cluster.len() + authority.len() + path.len() + 32);
     for part in [cluster, method, authority, path] {
-        key.push_str(&format!("{}:{part}|", part.len()));
+        super::push_key_part(&mut key, Some(part));
     }
     for value in vary {
-        match value {
-            Some(value) => key.push_str(&format!("{}:{value}|", value.len())),
-            None => key.push_str("-|"),
-        }
+        super::push_key_part(&mut key, *value);
     }
     key
 }

@@ -13,6 +13,7 @@
 //! ended), so a request sent from a stream that ends while others still wait is *handed over*:
 //! sent again, from the root context's timer, on behalf of the first of them.
 
+use super::push_key_part;
 use crate::time::Instant;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -33,31 +34,19 @@ pub fn request_key(
     vary: &[(&str, Option<&str>)],
 ) -> String {
     let mut key = String::with_capacity(cluster.len() + authority.len() + path.len() + 32);
-    for text in [cluster, method, authority, path] {
-        push_part(&mut key, text);
+    for text in [cluster, method, authority, path, "h"] {
+        push_key_part(&mut key, Some(text));
     }
-    push_part(&mut key, "h");
     for (name, value) in headers {
-        push_part(&mut key, name);
-        push_part(&mut key, value);
+        push_key_part(&mut key, Some(name));
+        push_key_part(&mut key, Some(value));
     }
-    push_part(&mut key, "v");
+    push_key_part(&mut key, Some("v"));
     for (name, value) in vary {
-        push_part(&mut key, name);
-        match value {
-            Some(value) => push_part(&mut key, value),
-            None => key.push_str("-|"),
-        }
+        push_key_part(&mut key, Some(name));
+        push_key_part(&mut key, *value);
     }
     key
-}
-
-/// `<length>:<text>|`: a part no other text can pose as.
-fn push_part(key: &mut String, text: &str) {
-    key.push_str(&text.len().to_string());
-    key.push(':');
-    key.push_str(text);
-    key.push('|');
 }
 
 /// One aggregation's attempt waiting for a shared request.

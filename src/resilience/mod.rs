@@ -1,9 +1,9 @@
 //! SPEC §6 policies, one file each: retries and hedging (`retry.rs`), the response cache
 //! (`cache.rs`), the circuit breakers (`breaker.rs`) and the coalescing of identical requests
-//! (`coalesce.rs`, whose book of requests in flight is per worker, kept by the host). Each decides; the state machine
-//! (`gather/machine.rs`) asks. The cache and the breakers keep state shared by every worker in a
-//! [`Store`] (Envoy shared data in the filter, a map in tests), updated with compare-and-swap,
-//! so workers never overwrite each other's changes unknowingly.
+//! (`coalesce.rs`, whose book of requests in flight is per worker, kept by the host). Each
+//! decides; the state machine (`gather/machine.rs`) asks. The cache and the breakers keep state
+//! shared by every worker in a [`Store`] (Envoy shared data in the filter, a map in tests),
+//! updated with compare-and-swap, so workers never overwrite each other's changes unknowingly.
 
 pub mod breaker;
 pub mod cache;
@@ -12,6 +12,21 @@ pub mod retry;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+
+/// Appends one part of a request key (the cache's, coalescing's) to `key`: `<length>:<text>|`,
+/// or `-|` for a value that is absent, so that no text can pose as two parts and no two
+/// different requests share a key.
+pub(crate) fn push_key_part(key: &mut String, part: Option<&str>) {
+    match part {
+        Some(text) => {
+            key.push_str(&text.len().to_string());
+            key.push(':');
+            key.push_str(text);
+            key.push('|');
+        }
+        None => key.push_str("-|"),
+    }
+}
 
 /// Key-value storage shared by the workers, with compare-and-swap.
 pub trait Store {
