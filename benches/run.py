@@ -43,6 +43,7 @@ Environment:
   WARMUP=2        seconds of warm-up per run     ROUNDS=1       interleaved rounds (median)
   SCENARIOS=a,b,c,d scenarios to run             OUTPUT=BENCHMARKS.md  report ("-": none)
   CONNECTIONS_A=32, CONNECTIONS_B=8, CONNECTIONS_C=8, CONNECTIONS_D=64, WRK_THREADS=1
+  ROWS=fanout,floor,plain,pass  only these rows (by key; default every row): a focused A/B
   ENVOY_BIN (default .venv/bin/envoy), NODE_BIN (default node), NGINX_BIN (default nginx;
   NGINX_BIN=none skips the nginx row), KEEP_LOGS=1 keeps the logs,
   CORE=1 also runs the criterion micro-benchmark (cargo bench --bench core) into the report,
@@ -170,6 +171,7 @@ CONNECTIONS = {
     "d": env_int("CONNECTIONS_D", 64),
 }
 WRK_THREADS = max(1, env_int("WRK_THREADS", 1))
+ROWS = {r.strip() for r in os.environ.get("ROWS", "").split(",") if r.strip()}
 OUTPUT = os.environ.get("OUTPUT", "BENCHMARKS.md")
 KEEP_LOGS = os.environ.get("KEEP_LOGS", "") not in ("", "0")
 STRICT = os.environ.get("STRICT", "") not in ("", "0")
@@ -819,7 +821,13 @@ SCENARIO_TITLES = {
 
 
 def scenario_rows(scenario: str) -> list[Row]:
-    """The rows of a scenario, in the order they run in every round."""
+    """The rows of a scenario, in the order they run in every round; only those named in ROWS
+    when it is set (a focused A/B of a few rows with many rounds)."""
+    rows = all_scenario_rows(scenario)
+    return [row for row in rows if not ROWS or row.key in ROWS]
+
+
+def all_scenario_rows(scenario: str) -> list[Row]:
     if scenario == "a":
         return [
             Row("fanout", "filter, fan-out x4", FILTER_PORT, "/agg", "aggregate", ("filter",)),
@@ -1182,7 +1190,7 @@ def existing_notes(path: Path) -> str:
 
 def command_line() -> str:
     parts = []
-    for name in ("QUICK", "DURATION", "WARMUP", "ROUNDS", "SCENARIOS", "CONNECTIONS_A",
+    for name in ("QUICK", "DURATION", "WARMUP", "ROUNDS", "SCENARIOS", "ROWS", "CONNECTIONS_A",
                  "CONNECTIONS_B", "CONNECTIONS_C", "CONNECTIONS_D", "WRK_THREADS", "CORE"):
         if os.environ.get(name):
             parts.append(f"{name}={shlex.quote(os.environ[name])}")
