@@ -103,7 +103,7 @@ impl Fixture {
             .route
             .headers
             .iter()
-            .map(|h| (h == "x-request-id").then(|| "0f6c2d1e-bench".to_string()))
+            .map(|h| (h == "x-request-id").then(|| "0f6c2d1e-bench".into()))
             .collect();
         let request = ClientRequest {
             captures: matched.captures,

@@ -142,11 +142,11 @@ impl Stats {
                 let known = stats
                     .circuits_opened
                     .iter()
-                    .any(|(c, _)| *c == call.cluster);
+                    .any(|(c, _)| **c == *call.cluster);
                 if call.resilience.breaker.is_some() && !known {
                     let slot =
                         counter(format!("{PREFIX}.cluster.{}.circuit_opened", call.cluster))?;
-                    stats.circuits_opened.push((call.cluster.clone(), slot));
+                    stats.circuits_opened.push((call.cluster.to_string(), slot));
                 }
             }
             stats.routes.push(RouteStats {

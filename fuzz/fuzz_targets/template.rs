@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
             .route
             .headers
             .iter()
-            .map(|name| (name == "x-h").then(|| header.to_string()))
+            .map(|name| (name == "x-h").then(|| header.into()))
             .collect(),
         body: None,
     };

@@ -50,12 +50,12 @@ pub fn request_with_headers(
             .headers
             .iter()
             .map(|h| match h.as_str() {
-                "x-request-id" => Some("req-1".to_string()),
-                "content-type" => body.map(|_| "application/json".to_string()),
+                "x-request-id" => Some("req-1".into()),
+                "content-type" => body.map(|_| "application/json".into()),
                 other => headers
                     .iter()
                     .find(|(name, _)| *name == other)
-                    .map(|(_, value)| value.to_string()),
+                    .map(|(_, value)| (*value).into()),
             })
             .collect(),
         body: body.map(|b| b.as_bytes().to_vec()),
@@ -194,5 +194,5 @@ pub fn header<'a>(dispatch: &'a Dispatch, name: &str) -> &'a str {
         .headers
         .iter()
         .find(|(n, _)| n == name)
-        .map_or("", |(_, v)| v.as_str())
+        .map_or("", |(_, v)| &**v)
 }

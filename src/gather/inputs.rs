@@ -7,6 +7,7 @@ use crate::plan::matcher::Capture;
 use crate::plan::template::Inputs;
 use crate::plan::{CallId, Route};
 use serde_json::Value;
+use std::rc::Rc;
 
 /// The client's request as the host read it: only what the route needs.
 #[derive(Debug, Default)]
@@ -15,8 +16,9 @@ pub struct ClientRequest {
     pub captures: Vec<Capture>,
     /// The raw query string (without `?`).
     pub query: String,
-    /// Values of [`Route::headers`], in that order: `None` when absent or not UTF-8.
-    pub headers: Vec<Option<String>>,
+    /// Values of [`Route::headers`], in that order: `None` when absent or not UTF-8. Shared
+    /// with every call that forwards them.
+    pub headers: Vec<Option<Rc<str>>>,
     /// The buffered body, when the route needs it.
     pub body: Option<Vec<u8>>,
 }
@@ -51,6 +53,11 @@ impl ClientInputs {
 
     pub fn header(&self, slot: usize) -> Option<&str> {
         self.request.headers.get(slot)?.as_deref()
+    }
+
+    /// The value of a header, shared (for forwarding: no copy per call).
+    pub fn shared_header(&self, slot: usize) -> Option<Rc<str>> {
+        self.request.headers.get(slot)?.clone()
     }
 }
 

@@ -210,7 +210,7 @@ impl Gather {
                 .err()
                 .is_some_and(|f| f.reason.counts_against_upstream(f.status));
             if breaker.record(store, &cluster, now.as_millis(), !failed, probe) {
-                self.opened_circuits.push(cluster);
+                self.opened_circuits.push(cluster.to_string());
             }
         }
         match result {

@@ -124,11 +124,55 @@ pub struct Coalesce {
 #[derive(Debug, PartialEq)]
 pub struct UpstreamRequest {
     /// The Envoy cluster to send it to.
-    pub cluster: String,
+    pub cluster: Rc<str>,
     /// `:method`, `:path`, `:authority` first, then the call's headers, lowercase names.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(Text, Text)>,
     /// The body, if the call has one (SPEC §3.4).
     pub body: Option<Vec<u8>>,
+}
+
+/// A header name or value of an [`UpstreamRequest`], as a `&str` (`Deref`). Only what a
+/// template rendered for this request is copied: the filter's own names are static, and the
+/// plan's names and fixed values and the client's forwarded values are shared, so a request
+/// allocates for its path and rendered values alone (issue 14: allocations per aggregation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    /// The filter's own text (`:method`, `:path`, `:authority`, `content-type`).
+    Static(&'static str),
+    /// The plan's or the client's text, shared.
+    Shared(Rc<str>),
+    /// Rendered for this request.
+    Rendered(String),
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Text::Static(text) => text,
+            Text::Shared(text) => text,
+            Text::Rendered(text) => text,
+        }
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
 }
 
 /// What happened to a dispatched attempt, as the host saw it: exactly one event per

@@ -3,7 +3,7 @@
 
 use super::inputs::TemplateInputs;
 use super::state::{CallState, Prepared};
-use super::{Gather, UpstreamRequest};
+use super::{Gather, Text, UpstreamRequest};
 use crate::json_number::same_value;
 use crate::json_path::{Found, JsonPath};
 use crate::outcome::{Failure, Reason};
@@ -87,14 +87,20 @@ impl Gather {
             cache::request_key(&call.cluster, &call.method, &call.authority, &path, &vary)
         });
         let mut headers = Vec::with_capacity(4 + call.headers.len() + call.forward.len());
-        headers.push((":method".to_string(), call.method.clone()));
-        headers.push((":path".to_string(), path));
-        headers.push((":authority".to_string(), call.authority.clone()));
+        headers.push((
+            Text::Static(":method"),
+            Text::Shared(Rc::clone(&call.method)),
+        ));
+        headers.push((Text::Static(":path"), Text::Rendered(path)));
+        headers.push((
+            Text::Static(":authority"),
+            Text::Shared(Rc::clone(&call.authority)),
+        ));
         for (name, template) in &call.headers {
             let value = template
                 .render(&inputs, Target::Header)
                 .map_err(input_failure)?;
-            headers.push((name.clone(), value));
+            headers.push((Text::Shared(Rc::clone(name)), Text::Rendered(value)));
         }
         let coalesce_key = call
             .resilience
@@ -102,8 +108,8 @@ impl Gather {
             .as_ref()
             .map(|spec| self.coalesce_key(call, spec, &headers));
         for (name, slot) in &call.forward {
-            if let Some(value) = self.client.header(*slot) {
-                headers.push((name.clone(), value.to_string()));
+            if let Some(value) = self.client.shared_header(*slot) {
+                headers.push((Text::Shared(Rc::clone(name)), Text::Shared(value)));
             }
         }
         let body = match &call.body {
@@ -121,16 +127,22 @@ impl Gather {
                         (self.client.request.body.clone(), content_type)
                     }
                 };
-                let set_by_call = call.headers.iter().any(|(name, _)| name == "content-type");
+                let set_by_call = call
+                    .headers
+                    .iter()
+                    .any(|(name, _)| &**name == "content-type");
                 if let (Some(content_type), false) = (content_type, set_by_call) {
-                    headers.push(("content-type".to_string(), content_type.to_string()));
+                    headers.push((
+                        Text::Static("content-type"),
+                        Text::Rendered(content_type.to_string()),
+                    ));
                 }
                 body
             }
         };
         Ok(Prepared {
             request: Rc::new(UpstreamRequest {
-                cluster: call.cluster.clone(),
+                cluster: Rc::clone(&call.cluster),
                 headers,
                 body,
             }),
@@ -142,22 +154,17 @@ impl Gather {
 
     /// The key of identical requests (SPEC §6 `coalesce`): `headers` are the pseudo-headers
     /// and the call's own headers as rendered, before any forwarded one.
-    fn coalesce_key(
-        &self,
-        call: &Call,
-        spec: &CoalesceSpec,
-        headers: &[(String, String)],
-    ) -> Rc<str> {
+    fn coalesce_key(&self, call: &Call, spec: &CoalesceSpec, headers: &[(Text, Text)]) -> Rc<str> {
         let pseudo = |name: &str| {
             headers
                 .iter()
-                .find(|(n, _)| n == name)
-                .map_or("", |(_, v)| v.as_str())
+                .find(|(n, _)| *n == name)
+                .map_or("", |(_, v)| &**v)
         };
         let own: Vec<(&str, &str)> = headers
             .iter()
             .filter(|(name, _)| !name.starts_with(':'))
-            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .map(|(n, v)| (&**n, &**v))
             .collect();
         let vary: Vec<(&str, Option<&str>)> = spec
             .vary

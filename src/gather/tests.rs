@@ -51,7 +51,7 @@ fn start(route: &Rc<Route>, id: &str, query: &str) -> (Gather, Vec<Action>) {
     let headers = route
         .headers
         .iter()
-        .map(|h| (h == "x-request-id").then(|| "req-1".to_string()))
+        .map(|h| (h == "x-request-id").then(|| "req-1".into()))
         .collect();
     let request = ClientRequest {
         captures: vec![Capture::Segment(id.into())],
@@ -78,7 +78,7 @@ fn header<'a>(d: &'a Dispatch, name: &str) -> Option<&'a str> {
         .headers
         .iter()
         .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| &**v)
 }
 
 fn answer(job: usize, body: &str) -> Event {
@@ -423,7 +423,7 @@ fn start_with_body(
     let headers = route
         .headers
         .iter()
-        .map(|h| (h == "content-type").then(|| content_type.to_string()))
+        .map(|h| (h == "content-type").then(|| content_type.into()))
         .collect();
     let request = ClientRequest {
         captures: vec![Capture::Segment("1".into())],

@@ -37,8 +37,8 @@ fn begin(
         .headers
         .iter()
         .map(|h| match h.as_str() {
-            "x-request-id" => Some(request_id.to_string()),
-            "authorization" => authorization.map(str::to_string),
+            "x-request-id" => Some(request_id.into()),
+            "authorization" => authorization.map(Into::into),
             _ => None,
         })
         .collect();

@@ -120,20 +120,21 @@ pub struct Call {
     /// templates (`{calls.<name>.…}`) and errors.
     pub name: String,
     /// The Envoy cluster the call is sent to (not checked at configure time: an unknown
-    /// cluster fails the call with `dispatch`).
-    pub cluster: String,
+    /// cluster fails the call with `dispatch`). Shared with every request of the call, as are
+    /// `method`, `authority` and the header names below: a request copies none of them.
+    pub cluster: Rc<str>,
     /// The HTTP method, upper-case (`GET` by default).
-    pub method: String,
+    pub method: Rc<str>,
     /// `:authority` of the call: `authority`, or the cluster's name.
-    pub authority: String,
+    pub authority: Rc<str>,
     /// `:path` of the call, starting with `/`: a template rendered per request (SPEC §3.1).
     pub path: Template,
     /// Headers the call sets: lowercase name, and a value template (SPEC §3.1; never CR, LF or
     /// NUL). Never a header Envoy manages (`host`, `content-length`, …).
-    pub headers: Vec<(String, Template)>,
+    pub headers: Vec<(Rc<str>, Template)>,
     /// Client headers copied to this call: lowercase name and slot in [`Route::headers`]
     /// (inherited `forward_headers`, then the call's own, less the headers the call sets).
-    pub forward: Vec<(String, usize)>,
+    pub forward: Vec<(Rc<str>, usize)>,
     /// The timeout of each attempt in milliseconds (1 to [`MAX_MS`]), cut to what is left of
     /// the route deadline when the attempt is sent; running out fails the attempt with
     /// `timeout`.

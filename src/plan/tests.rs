@@ -39,7 +39,7 @@ fn spec_example_compiles() {
     assert_eq!(route.headers, ["x-request-id", "traceparent", "tracestate"]);
     assert_eq!(route.calls[1].timeout_ms, 100);
     assert_eq!(route.calls[0].timeout_ms, 1000);
-    assert_eq!(route.calls[0].authority, "catalog");
+    assert_eq!(&*route.calls[0].authority, "catalog");
     assert_eq!(
         route.calls[3].fallback.as_ref().unwrap().json,
         br#"{"items":[],"average":null}"#,
@@ -98,7 +98,7 @@ fn forward_headers_merge_and_credentials_need_the_call_to_ask() {
     let names: Vec<&str> = plan.routes[0].calls[0]
         .forward
         .iter()
-        .map(|(n, _)| n.as_str())
+        .map(|(n, _)| &**n)
         .collect();
     assert_eq!(
         names,

@@ -14,11 +14,12 @@ use crate::plan::condition::Condition;
 use crate::plan::template::{parse_reference, Resolve, Source, Template};
 use crate::plan::{Batch, Call, CallId, CallResilience, Fallback, FanOut, Join};
 use crate::shape::CallShape;
+use std::rc::Rc;
 
 /// The headers a call sets: lowercase name and value template.
-type Headers = Vec<(String, Template)>;
+type Headers = Vec<(Rc<str>, Template)>;
 /// The client headers a call forwards: lowercase name and slot in `Route::headers`.
-type Forward = Vec<(String, usize)>;
+type Forward = Vec<(Rc<str>, usize)>;
 
 /// Where a call goes, besides its cluster: `method` (upper-cased), `path`, `authority`.
 struct Target {
@@ -64,10 +65,10 @@ impl Call {
         let dependencies = c.after()?;
         let mut call = Call {
             name: config.name.clone(),
-            cluster: config.cluster.clone(),
+            cluster: config.cluster.as_str().into(),
             may_repeat: may_repeat(&target.method, config.unsafe_repeat),
-            method: target.method,
-            authority: target.authority,
+            method: target.method.into(),
+            authority: target.authority.into(),
             path: target.path,
             headers,
             forward,
@@ -232,7 +233,7 @@ impl CallCompiler<'_, '_> {
             {
                 return Err(place.error(Some(&key), "must not contain CR, LF or NUL"));
             }
-            headers.push((lower, template));
+            headers.push((lower.into(), template));
         }
         let mut names = self.cx.forward.clone();
         for name in lower_header_list(&config.forward_headers, place, "forward_headers", true)? {
@@ -242,10 +243,14 @@ impl CallCompiler<'_, '_> {
         }
         let forward = names
             .into_iter()
-            .filter(|name| !headers.iter().any(|(set, _)| set == name))
+            .filter(|name| {
+                !headers
+                    .iter()
+                    .any(|(set, _): &(Rc<str>, _)| **set == **name)
+            })
             .map(|name| {
                 let slot = self.cx.inputs.header(&name);
-                (name, slot)
+                (name.into(), slot)
             })
             .collect();
         Ok((headers, forward))

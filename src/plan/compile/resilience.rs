@@ -40,7 +40,7 @@ impl CallResilience {
     pub(super) fn compile(call: &Call, c: &mut CallCompiler<'_, '_>) -> Result<Self, ConfigError> {
         let own = &c.config.resilience;
         let merged = own.over(&c.cx.route.resilience.over(&c.cx.defaults.resilience));
-        let method = call.method.as_str();
+        let method = &*call.method;
         let not_repeatable = |key: &str| {
             c.place.error(
                 Some(key),
@@ -187,8 +187,8 @@ impl CallCompiler<'_, '_> {
             });
         call.forward
             .iter()
-            .map(|(name, _)| name.as_str())
-            .chain(call.headers.iter().map(|(name, _)| name.as_str()))
+            .map(|(name, _)| &**name)
+            .chain(call.headers.iter().map(|(name, _)| &**name))
             .chain(read_into_headers)
             .filter(|name| CREDENTIAL_HEADERS.contains(name))
             .collect()
