@@ -135,7 +135,7 @@ pub struct UpstreamRequest {
 /// template rendered for this request is copied: the filter's own names are static, and the
 /// plan's names and fixed values and the client's forwarded values are shared, so a request
 /// allocates for its path and rendered values alone (issue 14: allocations per aggregation).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Text {
     /// The filter's own text (`:method`, `:path`, `:authority`, `content-type`).
     Static(&'static str),
@@ -156,6 +156,15 @@ impl std::ops::Deref for Text {
         }
     }
 }
+
+/// Equal when the text is, however it is held.
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Text {}
 
 impl PartialEq<str> for Text {
     fn eq(&self, other: &str) -> bool {
@@ -337,3 +346,20 @@ mod tests_batch;
 mod tests_coalesce;
 #[cfg(test)]
 mod tests_when;
+
+#[cfg(test)]
+mod text_tests {
+    use super::Text;
+    use std::rc::Rc;
+
+    #[test]
+    fn text_compares_by_content_whichever_way_it_is_held() {
+        let shared = Text::Shared(Rc::from("x-request-id"));
+        assert_eq!(shared, Text::Static("x-request-id"));
+        assert_eq!(shared, Text::Rendered("x-request-id".to_string()));
+        assert_ne!(shared, Text::Static("traceparent"));
+        assert_eq!(shared, "x-request-id");
+        assert_eq!(&*shared, "x-request-id");
+        assert_eq!(shared.to_string(), "x-request-id");
+    }
+}
