@@ -42,10 +42,23 @@ fn duplicate_and_badly_named_calls() {
         &page_with(r#"{"name":"Product","cluster":"c","path":"/"}"#),
         r#"route "page" call "Product" key "name": "Product" is not a valid name"#,
     );
-    // Header names are case-insensitive: both values would be sent.
+}
+
+#[test]
+fn a_header_named_twice_in_one_headers_object_is_refused() {
+    // Header names are case-insensitive: both values would be sent (a call's headers, the
+    // response's) or one of them ignored (match.headers).
     refused_with(
         &page_with(r#"{"name":"a","cluster":"c","path":"/","headers":{"X-Foo":"a","x-foo":"b"}}"#),
         r#"route "page" call "a" key "headers.x-foo": header "x-foo" is named twice"#,
+    );
+    refused_with(
+        r#"{"routes":[{"name":"page","match":{"path":"/p","headers":{"X-A":"1","x-a":"2"}},"calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#,
+        r#"route "page" key "match.headers": header "x-a" is named twice"#,
+    );
+    refused_with(
+        r#"{"routes":[{"name":"page","match":{"path":"/p"},"response":{"headers":{"Cache-Control":"no-store","cache-control":"max-age=5"}},"calls":[{"name":"a","cluster":"c","path":"/"}]}]}"#,
+        r#"route "page" key "response.headers.cache-control": header "cache-control" is named twice"#,
     );
 }
 
