@@ -137,7 +137,8 @@ pub struct UpstreamRequest {
 /// allocates for its path and rendered values alone (issue 14: allocations per aggregation).
 #[derive(Debug, Clone)]
 pub enum Text {
-    /// The filter's own text (`:method`, `:path`, `:authority`, `content-type`).
+    /// The filter's own text (`:method`, `:path`, `:authority`, `content-type` and its
+    /// `application/json`).
     Static(&'static str),
     /// The plan's or the client's text, shared.
     Shared(Rc<str>),

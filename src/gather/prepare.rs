@@ -116,12 +116,15 @@ impl Gather {
             None => None,
             Some(template) => {
                 let (body, content_type) = match template.render(&inputs).map_err(input_failure)? {
-                    RenderedBody::Json(json) => (Some(json), Some("application/json")),
+                    RenderedBody::Json(json) => {
+                        (Some(json), Some(Text::Static("application/json")))
+                    }
                     RenderedBody::Client => {
                         let content_type = match template {
-                            BodyTemplate::Client { content_type_slot } => {
-                                self.client.header(*content_type_slot)
-                            }
+                            BodyTemplate::Client { content_type_slot } => self
+                                .client
+                                .shared_header(*content_type_slot)
+                                .map(Text::Shared),
                             BodyTemplate::Json(_) => None,
                         };
                         (self.client.request.body.clone(), content_type)
@@ -132,10 +135,7 @@ impl Gather {
                     .iter()
                     .any(|(name, _)| &**name == "content-type");
                 if let (Some(content_type), false) = (content_type, set_by_call) {
-                    headers.push((
-                        Text::Static("content-type"),
-                        Text::Rendered(content_type.to_string()),
-                    ));
+                    headers.push((Text::Static("content-type"), content_type));
                 }
                 body
             }

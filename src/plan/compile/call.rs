@@ -217,7 +217,7 @@ impl CallCompiler<'_, '_> {
     /// call sets is not forwarded).
     fn headers_and_forwarding(&mut self) -> Result<(Headers, Forward), ConfigError> {
         let (config, place) = (self.config, &self.place);
-        let mut headers = Vec::with_capacity(config.headers.len());
+        let mut headers: Headers = Vec::with_capacity(config.headers.len());
         let mut seen = Vec::with_capacity(config.headers.len());
         for (name, value) in &config.headers {
             let key = format!("headers.{name}");
@@ -243,11 +243,7 @@ impl CallCompiler<'_, '_> {
         }
         let forward = names
             .into_iter()
-            .filter(|name| {
-                !headers
-                    .iter()
-                    .any(|(set, _): &(Rc<str>, _)| **set == **name)
-            })
+            .filter(|name| !headers.iter().any(|(set, _)| **set == **name))
             .map(|name| {
                 let slot = self.cx.inputs.header(&name);
                 (name.into(), slot)
