@@ -1145,9 +1145,10 @@ def ratio_value(r: Ratio) -> str:
     if r.unit == "KB":
         return f"{r.value:,.1f} KB"
     text = f"{r.value:.2f}"
-    # A value within rounding of its target (0.617 against >= 0.62) shows a third decimal, so
-    # that the figure does not seem to contradict its verdict.
-    if r.target and text in r.target:
+    # A value that rounds to its target (0.617 against >= 0.62) shows a third decimal, so that
+    # the figure does not seem to contradict its verdict.
+    bound = re.search(r"[\d.]+$", r.target)
+    if bound and float(text) == float(bound.group()):
         text = f"{r.value:.3f}"
     return text
 
